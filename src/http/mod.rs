@@ -1,0 +1,431 @@
+//! The sans-IO HTTP/1.1 core. Nothing here sees a socket, a thread or a
+//! clock: [`Conn`] takes received bytes and says what happened, and the
+//! server, the tests and the fuzz targets all drive this same code.
+//!
+//! ```text
+//!            bytes                         head complete, no body
+//!   ┌──────► RecvHead ─────────────────────────────────────────┐
+//!   │            │ head complete, body follows                  ▼
+//!   │            ▼                   body complete        SendResponse
+//!   │        RecvBody ────────────────────────────────────────► │
+//!   │                                                           │
+//!   └────────────── response sent, connection persists ◄────────┘
+//!
+//!   any protocol error ──► MustClose (reply with the error, then close)
+//!   response sent, not persistent ──► MustClose
+//! ```
+//!
+//! Progress rule: every call to [`Conn::poll`] either consumes buffered
+//! bytes, returns an event, or asks for more while the buffer is under its
+//! limit. Anything else is an error, so a driver loop cannot spin.
+
+pub mod body;
+pub mod date;
+mod error;
+pub mod request;
+pub mod response;
+
+use std::net::SocketAddr;
+
+pub use body::{BodyLimits, Decoder};
+pub use error::Error;
+pub use request::{Framing, Head, HeadLimits, Headers, Request, Version};
+pub use response::{Body, BodyFraming, HeadOutcome, RequestInfo, Response};
+
+/// Limits for one connection's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Request line plus header section, in bytes (431, or 414 for the line).
+    pub max_head_bytes: usize,
+    /// Header field lines (431).
+    pub max_headers: usize,
+    /// Decoded body bytes (413).
+    pub max_body_bytes: u64,
+}
+
+impl Default for Limits {
+    /// 16 KiB of head (nginx's large_client_header_buffers is 4 × 8 KiB,
+    /// Apache's LimitRequestLine 8 KiB), 100 fields (Apache's
+    /// LimitRequestFields, hyper's default), 1 MiB of body (nginx's
+    /// client_max_body_size).
+    fn default() -> Limits {
+        Limits {
+            max_head_bytes: 16 * 1024,
+            max_headers: 100,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// What [`Conn::poll`] found.
+#[derive(Debug)]
+pub enum Event {
+    /// Nothing complete yet: read more bytes (see [`Conn::read_with`]).
+    NeedMore,
+    /// The head asked for `100-continue` and its body has not all arrived.
+    /// The driver calls [`Conn::accept_body`] (and sends
+    /// [`response::CONTINUE`]) if the body is wanted, or
+    /// [`Conn::reject_body`] to answer without reading it.
+    Continue,
+    /// A complete request, body included.
+    Request(Request),
+    /// The peer broke the protocol: send [`Conn::error_response`] and close.
+    Error(Error),
+    /// The connection must close; nothing more will be read.
+    Closed,
+}
+
+/// Where the connection is, for deadlines and parking decisions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Between requests with nothing buffered.
+    Idle,
+    /// Some bytes of a head have arrived.
+    Head,
+    /// The head is in; its body is arriving.
+    Body,
+    /// A request was delivered and awaits its response.
+    Response,
+    /// Nothing more will be read.
+    Closed,
+}
+
+enum State {
+    RecvHead,
+    RecvBody {
+        head: Head,
+        decoder: Decoder,
+        body: Vec<u8>,
+        expect_pending: bool,
+    },
+    SendResponse {
+        info: RequestInfo,
+    },
+    MustClose {
+        error_info: Option<RequestInfo>,
+    },
+}
+
+/// Bytes read per call when the buffer is empty; a head or a pipelined
+/// burst usually fits in one read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// One connection's protocol state: the receive buffer and where the current
+/// request stands.
+pub struct Conn {
+    limits: Limits,
+    peer: Option<SocketAddr>,
+    state: State,
+    buf: Vec<u8>,
+    /// `buf[start..end]` holds received bytes not yet consumed.
+    start: usize,
+    end: usize,
+    /// Offset from `start` where the search for the end of the head resumes,
+    /// so a head trickling in byte by byte is scanned once, not once a byte.
+    scan: usize,
+    /// The outcome of the head being sent, until [`Conn::response_sent`].
+    sending: Option<HeadOutcome>,
+}
+
+impl Conn {
+    /// A connection from `peer`, awaiting its first request.
+    pub fn new(limits: Limits, peer: Option<SocketAddr>) -> Conn {
+        Conn {
+            limits,
+            peer,
+            state: State::RecvHead,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            scan: 0,
+            sending: None,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Where the connection stands.
+    pub fn phase(&self) -> Phase {
+        match self.state {
+            State::RecvHead if self.start == self.end => Phase::Idle,
+            State::RecvHead => Phase::Head,
+            State::RecvBody { .. } => Phase::Body,
+            State::SendResponse { .. } => Phase::Response,
+            State::MustClose { .. } => Phase::Closed,
+        }
+    }
+
+    /// Received bytes not yet consumed.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Lets `read` fill the free part of the receive buffer, and records the
+    /// bytes it reports. The buffer never holds more than a head's limit plus
+    /// one read, so memory per connection is bounded.
+    pub fn read_with<E>(
+        &mut self,
+        read: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        let want = self.buf_capacity();
+        if self.buf.len() < want {
+            self.buf.resize(want, 0);
+        }
+        if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let n = read(&mut self.buf[self.end..])?;
+        self.end += n.min(self.buf.len() - self.end);
+        Ok(n)
+    }
+
+    /// The buffer must hold a whole head at its limit plus the 4 bytes that
+    /// show it went over.
+    fn buf_capacity(&self) -> usize {
+        READ_CHUNK.max(self.limits.max_head_bytes + 4)
+    }
+
+    /// Frees the receive buffer while the connection is idle, so a parked
+    /// keep-alive connection costs a file descriptor and a few words.
+    pub fn shrink_idle(&mut self) {
+        if self.start == self.end {
+            self.buf = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Processes buffered bytes; see [`Event`].
+    pub fn poll(&mut self) -> Event {
+        match &mut self.state {
+            State::RecvHead => self.poll_head(),
+            State::RecvBody { .. } => self.poll_body(),
+            State::SendResponse { .. } => Event::NeedMore,
+            State::MustClose { .. } => Event::Closed,
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Event {
+        self.state = State::MustClose {
+            error_info: Some(RequestInfo {
+                version: Version::Http11,
+                head_only: false,
+                keep_alive: false,
+            }),
+        };
+        Event::Error(e)
+    }
+
+    fn poll_head(&mut self) -> Event {
+        let data = &self.buf[self.start..self.end];
+        if self.scan == 0 {
+            // RFC 9112 §2.2: empty lines before a request line are ignored.
+            // They stay part of this head (httparse skips them too), so they
+            // count against its limit and its deadline.
+            self.scan = data.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+        }
+        match find_head_end(data, self.scan) {
+            Ok(len) if len > self.limits.max_head_bytes => {
+                let e = self.oversize_error(data);
+                self.fail(e)
+            }
+            Ok(len) => {
+                let parsed = request::parse_head(
+                    &data[..len],
+                    HeadLimits {
+                        max_headers: self.limits.max_headers,
+                    },
+                );
+                self.start += len;
+                self.scan = 0;
+                match parsed {
+                    Ok(head) => self.start_body(head),
+                    Err(e) => self.fail(e),
+                }
+            }
+            Err(resume) if data.len() > self.limits.max_head_bytes => {
+                let _ = resume;
+                let e = self.oversize_error(data);
+                self.fail(e)
+            }
+            Err(resume) => {
+                self.scan = resume;
+                Event::NeedMore
+            }
+        }
+    }
+
+    /// 414 while the request line itself is what overflowed, 431 otherwise.
+    fn oversize_error(&self, data: &[u8]) -> Error {
+        let line_end = data
+            .iter()
+            .skip_while(|&&b| b == b'\r' || b == b'\n')
+            .position(|&b| b == b'\n');
+        match line_end {
+            Some(i) if i <= self.limits.max_head_bytes => Error::HeadTooLarge,
+            _ => Error::UriTooLong,
+        }
+    }
+
+    fn start_body(&mut self, head: Head) -> Event {
+        let decoder = match head.framing {
+            Framing::None | Framing::Length(0) => return self.deliver(head, Vec::new()),
+            // Refuse before reading: 413 and close (RFC 9110 §15.5.14).
+            Framing::Length(n) if n > self.limits.max_body_bytes => {
+                return self.fail(Error::BodyTooLarge)
+            }
+            Framing::Length(n) => Decoder::length(n),
+            Framing::Chunked => Decoder::chunked(BodyLimits {
+                max_body_bytes: self.limits.max_body_bytes,
+                max_trailer_bytes: self.limits.max_head_bytes,
+                max_trailers: self.limits.max_headers,
+            }),
+        };
+        let expect_pending = head.expect_continue;
+        let capacity = match head.framing {
+            Framing::Length(n) => n as usize,
+            _ => 0,
+        };
+        self.state = State::RecvBody {
+            head,
+            decoder,
+            body: Vec::with_capacity(capacity),
+            expect_pending,
+        };
+        self.poll_body()
+    }
+
+    fn poll_body(&mut self) -> Event {
+        let State::RecvBody {
+            decoder,
+            body,
+            expect_pending,
+            ..
+        } = &mut self.state
+        else {
+            return Event::NeedMore;
+        };
+        let progress = match decoder.decode(&self.buf[self.start..self.end], body) {
+            Ok(p) => p,
+            Err(e) => return self.fail(e),
+        };
+        self.start += progress.consumed;
+        if !progress.done {
+            if *expect_pending {
+                *expect_pending = false;
+                return Event::Continue;
+            }
+            return Event::NeedMore;
+        }
+        let State::RecvBody { head, body, .. } =
+            std::mem::replace(&mut self.state, State::RecvHead)
+        else {
+            return Event::NeedMore;
+        };
+        self.deliver(head, body)
+    }
+
+    fn deliver(&mut self, head: Head, body: Vec<u8>) -> Event {
+        let info = RequestInfo {
+            version: head.version,
+            head_only: head.method == "HEAD",
+            keep_alive: head.keep_alive,
+        };
+        self.state = State::SendResponse { info };
+        Event::Request(Request::new(head, body, self.peer))
+    }
+
+    /// The head waiting on a `100-continue` decision, if any.
+    pub fn pending_head(&self) -> Option<&Head> {
+        match &self.state {
+            State::RecvBody { head, .. } => Some(head),
+            _ => None,
+        }
+    }
+
+    /// The body is wanted: keep reading it. The driver sends
+    /// [`response::CONTINUE`].
+    pub fn accept_body(&mut self) {}
+
+    /// The body is not wanted (the route does not exist, say): hand back the
+    /// request without its body, to be answered and then closed, since the
+    /// client may send the body anyway (RFC 9110 §10.1.1).
+    pub fn reject_body(&mut self) -> Option<Request> {
+        let State::RecvBody { head, .. } = std::mem::replace(
+            &mut self.state,
+            State::MustClose { error_info: None },
+        ) else {
+            return None;
+        };
+        let Event::Request(req) = self.deliver(head, Vec::new()) else {
+            return None;
+        };
+        if let State::SendResponse { info } = &mut self.state {
+            info.keep_alive = false;
+        }
+        Some(req)
+    }
+
+    /// Serializes the head of the response to the request just delivered
+    /// (or to the protocol error just reported) into `out`. `close` forces
+    /// `Connection: close`, as during shutdown.
+    pub fn write_head(&mut self, resp: &Response, close: bool, out: &mut Vec<u8>) -> HeadOutcome {
+        let mut info = match &self.state {
+            State::SendResponse { info } => *info,
+            State::MustClose {
+                error_info: Some(info),
+            } => *info,
+            _ => RequestInfo {
+                version: Version::Http11,
+                head_only: false,
+                keep_alive: false,
+            },
+        };
+        info.keep_alive &= !close;
+        let outcome = response::write_head(resp, info, out);
+        self.sending = Some(outcome);
+        outcome
+    }
+
+    /// The response (head and body) has been written: start on the next
+    /// request if the connection persists.
+    pub fn response_sent(&mut self) {
+        let keep_alive = self.sending.take().is_some_and(|o| o.keep_alive);
+        self.state = match self.state {
+            State::SendResponse { .. } if keep_alive => State::RecvHead,
+            _ => State::MustClose { error_info: None },
+        };
+        self.scan = 0;
+    }
+
+    /// The response that reports `e` to the peer.
+    pub fn error_response(e: &Error) -> Response {
+        Response::error(e.status(), &e.to_string()).with_close()
+    }
+}
+
+/// Looks for the blank line that ends a head, starting at `from`. Returns
+/// the head's length, or the offset to resume from once more bytes arrive.
+/// Accepts LF as well as CRLF line ends (RFC 9112 §2.2), as httparse does.
+fn find_head_end(data: &[u8], from: usize) -> Result<usize, usize> {
+    let mut i = from;
+    while let Some(off) = data.get(i..).and_then(|rest| rest.iter().position(|&b| b == b'\n')) {
+        let lf = i + off;
+        match (data.get(lf + 1), data.get(lf + 2)) {
+            (Some(b'\n'), _) => return Ok(lf + 2),
+            (Some(b'\r'), Some(b'\n')) => return Ok(lf + 3),
+            (None, _) | (Some(b'\r'), None) => return Err(lf),
+            _ => i = lf + 1,
+        }
+    }
+    Err(data.len().max(from))
+}

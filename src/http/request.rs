@@ -1,0 +1,490 @@
+//! Request heads: parsed with `httparse` into an owned [`Head`], then checked
+//! against the framing rules of RFC 9112 §6 and §3.2. Pure: bytes in, a
+//! verdict out.
+
+use std::net::SocketAddr;
+
+use super::Error;
+
+/// The protocol version of a request. Only HTTP/1.0 and HTTP/1.1 are served;
+/// anything else is answered with 505.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0: close after each response unless the client asks to keep alive.
+    Http10,
+    /// HTTP/1.1: persistent by default.
+    Http11,
+}
+
+impl Version {
+    /// The version as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Http10 => "HTTP/1.0",
+            Version::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+/// How the body of a request is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: neither Content-Length nor Transfer-Encoding was sent.
+    None,
+    /// Exactly this many bytes follow the head.
+    Length(u64),
+    /// A chunked body follows the head.
+    Chunked,
+}
+
+/// Limits applied while parsing a head.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// The most header field lines accepted.
+    pub max_headers: usize,
+}
+
+/// The header fields of a request, in the order received. Lookups ignore
+/// ASCII case, as field names are case-insensitive (RFC 9110 §5.1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    fields: Vec<(String, Vec<u8>)>,
+}
+
+impl Headers {
+    /// An empty set of fields.
+    pub fn new() -> Headers {
+        Headers::default()
+    }
+
+    /// Appends a field line.
+    pub fn push(&mut self, name: &str, value: &[u8]) {
+        self.fields.push((name.to_owned(), value.to_vec()));
+    }
+
+    /// The first value of `name` as text, or `None` if absent or not UTF-8.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.get_bytes(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The first value of `name` as raw bytes.
+    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Every value of `name`, in the order received.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Whether any field line named `name` contains `token` in its
+    /// comma-separated list, ignoring case (as for `Connection: close`).
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.get_all(name)
+            .flat_map(|v| v.split(|&b| b == b','))
+            .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
+    }
+
+    /// All field lines as (name, value) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
+    /// The number of field lines.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether there are no field lines.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+}
+
+/// A parsed and validated request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// The method token, case-sensitive (RFC 9110 §9.1).
+    pub method: String,
+    /// The request target exactly as sent.
+    pub target: String,
+    /// The protocol version.
+    pub version: Version,
+    /// The header fields.
+    pub headers: Headers,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// Whether the client allows the connection to persist after this request.
+    pub keep_alive: bool,
+    /// Whether the client sent `Expect: 100-continue`.
+    pub expect_continue: bool,
+}
+
+impl Head {
+    /// The path part of the target (for absolute-form, the path after the
+    /// authority; for asterisk-form, `*`), not percent-decoded.
+    pub fn path(&self) -> &str {
+        split_target(&self.target).0
+    }
+
+    /// The query part of the target, without the `?`.
+    pub fn query(&self) -> Option<&str> {
+        split_target(&self.target).1
+    }
+}
+
+/// Splits a request target into its raw path and query.
+fn split_target(target: &str) -> (&str, Option<&str>) {
+    let rest = match target.find("://") {
+        // absolute-form: scheme "://" authority path-abempty [ "?" query ]
+        Some(i) if !target.starts_with('/') => {
+            let after = &target[i + 3..];
+            match after.find(['/', '?']) {
+                Some(j) => &after[j..],
+                None => "",
+            }
+        }
+        _ => target,
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    (if path.is_empty() { "/" } else { path }, query)
+}
+
+/// Optional whitespace (SP / HTAB) trimmed from both ends (RFC 9110 §5.6.3).
+pub(crate) fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// Parses a complete request head: `buf` holds the request line, the field
+/// lines and the empty line that ends them, and nothing else.
+pub fn parse_head(buf: &[u8], limits: HeadLimits) -> Result<Head, Error> {
+    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut slots);
+    let status = match req.parse(buf) {
+        Ok(s) => s,
+        Err(e) => return Err(map_httparse(e)),
+    };
+    if status.is_partial() {
+        // The caller found the blank line, so httparse saw it too unless the
+        // head is not what it seemed (e.g. a bare CR in the request line).
+        return Err(Error::Malformed("incomplete head"));
+    }
+    let version = match req.version {
+        Some(0) => Version::Http10,
+        Some(1) => Version::Http11,
+        _ => return Err(Error::UnsupportedVersion),
+    };
+    let method = req.method.unwrap_or_default().to_owned();
+    let target = req.path.unwrap_or_default().to_owned();
+    check_target(&method, &target)?;
+
+    let mut headers = Headers::new();
+    for h in req.headers.iter() {
+        // httparse rejects whitespace before the colon, obs-fold and bare
+        // control bytes in requests; a NUL or DEL it lets through is checked
+        // here, since a value is handed to handlers as text.
+        if h.value.iter().any(|&b| b == 0 || b == 0x7f) {
+            return Err(Error::Malformed("control character in field value"));
+        }
+        headers.push(h.name, trim_ows(h.value));
+    }
+    check_host(version, &headers)?;
+    let framing = framing(version, &headers)?;
+
+    let expect_continue = match headers.get_all("expect").next() {
+        None => false,
+        Some(v) if trim_ows(v).eq_ignore_ascii_case(b"100-continue") => {
+            if headers.get_all("expect").count() > 1 {
+                return Err(Error::ExpectationFailed);
+            }
+            // RFC 9110 §10.1.1: a server that receives 100-continue in an
+            // HTTP/1.0 request MUST ignore it.
+            version == Version::Http11
+        }
+        Some(_) => return Err(Error::ExpectationFailed),
+    };
+    let keep_alive = match version {
+        Version::Http11 => !headers.has_token("connection", "close"),
+        Version::Http10 => {
+            headers.has_token("connection", "keep-alive")
+                && !headers.has_token("connection", "close")
+        }
+    };
+    Ok(Head {
+        method,
+        target,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue,
+    })
+}
+
+fn map_httparse(e: httparse::Error) -> Error {
+    match e {
+        httparse::Error::Version => Error::UnsupportedVersion,
+        httparse::Error::TooManyHeaders => Error::TooManyHeaders,
+        httparse::Error::HeaderName => Error::Malformed("invalid field name"),
+        httparse::Error::HeaderValue => Error::Malformed("invalid field value"),
+        httparse::Error::NewLine => Error::Malformed("invalid line ending"),
+        httparse::Error::Token => Error::Malformed("invalid method or target"),
+        httparse::Error::Status => Error::Malformed("invalid request line"),
+    }
+}
+
+/// RFC 9112 §3.2: origin-form for most requests, absolute-form for any,
+/// authority-form only for CONNECT, asterisk-form only for OPTIONS.
+fn check_target(method: &str, target: &str) -> Result<(), Error> {
+    if method == "CONNECT" {
+        // Tunnels are out of scope: a server that does not support a method
+        // answers 501 (RFC 9110 §9.1).
+        return Err(Error::NotImplemented("CONNECT"));
+    }
+    if target.starts_with('/') {
+        return Ok(());
+    }
+    if target == "*" {
+        return if method == "OPTIONS" {
+            Ok(())
+        } else {
+            Err(Error::Malformed("asterisk-form target is only for OPTIONS"))
+        };
+    }
+    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        let authority = target
+            .split_once("://")
+            .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(""))
+            .unwrap_or("");
+        if authority.is_empty() || !authority.bytes().all(is_host_byte) {
+            return Err(Error::Malformed("invalid authority in absolute-form target"));
+        }
+        return Ok(());
+    }
+    Err(Error::Malformed("invalid request target"))
+}
+
+/// Bytes allowed in a Host value: `uri-host [ ":" port ]` (RFC 3986 §3.2.2).
+fn is_host_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b)
+}
+
+/// RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request that lacks
+/// Host, and to any request with more than one Host line or an invalid value.
+fn check_host(version: Version, headers: &Headers) -> Result<(), Error> {
+    let mut hosts = headers.get_all("host");
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == Version::Http11 => Err(Error::Malformed("missing Host")),
+        (None, _) => Ok(()),
+        (Some(_), Some(_)) => Err(Error::Malformed("repeated Host")),
+        (Some(v), None) if v.iter().all(|&b| is_host_byte(b)) => Ok(()),
+        (Some(_), None) => Err(Error::Malformed("invalid Host")),
+    }
+}
+
+/// The most digits a Content-Length may have: 10^19 - 1 still fits in u64.
+const MAX_LENGTH_DIGITS: usize = 19;
+
+/// Decides how the body is delimited, rejecting every ambiguous combination
+/// that could let two parsers disagree about where the body ends (request
+/// smuggling, RFC 9112 §6.3 and §11.2).
+fn framing(version: Version, headers: &Headers) -> Result<Framing, Error> {
+    let has_te = headers.get_all("transfer-encoding").next().is_some();
+    let has_cl = headers.get_all("content-length").next().is_some();
+    if has_te {
+        // §6.1: a server MAY reject TE with CL outright; we must, for we
+        // cannot know which one an upstream intermediary obeyed.
+        if has_cl {
+            return Err(Error::Malformed("both Content-Length and Transfer-Encoding"));
+        }
+        // §6.1: TE in a 1.0 message means the framing is faulty.
+        if version == Version::Http10 {
+            return Err(Error::Malformed("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        let mut codings = headers
+            .get_all("transfer-encoding")
+            .flat_map(|v| v.split(|&b| b == b','))
+            .map(trim_ows);
+        return match (codings.next(), codings.next()) {
+            (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(Framing::Chunked),
+            _ => Err(Error::UnsupportedTransferCoding),
+        };
+    }
+    if !has_cl {
+        return Ok(Framing::None);
+    }
+    // §6.3 rule 5: a list of identical values may be taken as one; anything
+    // else is unrecoverable.
+    let mut length = None;
+    for item in headers
+        .get_all("content-length")
+        .flat_map(|v| v.split(|&b| b == b','))
+    {
+        let item = trim_ows(item);
+        if item.is_empty() || item.len() > MAX_LENGTH_DIGITS || !item.iter().all(u8::is_ascii_digit)
+        {
+            return Err(Error::Malformed("invalid Content-Length"));
+        }
+        let n = item
+            .iter()
+            .fold(0u64, |acc, &d| acc * 10 + u64::from(d - b'0'));
+        match length {
+            Some(prev) if prev != n => return Err(Error::Malformed("conflicting Content-Length")),
+            _ => length = Some(n),
+        }
+    }
+    Ok(Framing::Length(length.unwrap_or(0)))
+}
+
+/// A complete request: head, body and where it came from. Handlers receive it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    head: Head,
+    body: Vec<u8>,
+    peer: Option<SocketAddr>,
+}
+
+impl Request {
+    /// Assembles a request from its parts.
+    pub fn new(head: Head, body: Vec<u8>, peer: Option<SocketAddr>) -> Request {
+        Request { head, body, peer }
+    }
+
+    /// The method token, such as `GET`.
+    pub fn method(&self) -> &str {
+        &self.head.method
+    }
+
+    /// The request target exactly as received.
+    pub fn target(&self) -> &str {
+        &self.head.target
+    }
+
+    /// The path of the target, not percent-decoded (see [`Request::segments`]).
+    pub fn path(&self) -> &str {
+        self.head.path()
+    }
+
+    /// The raw query string, without `?`.
+    pub fn query_string(&self) -> Option<&str> {
+        self.head.query()
+    }
+
+    /// The path's segments, percent-decoded; `None` if a segment decodes to
+    /// invalid UTF-8 or has a bad escape. `/a/b%20c` gives `["a", "b c"]`.
+    pub fn segments(&self) -> Option<Vec<String>> {
+        let path = self.path().strip_prefix('/').unwrap_or(self.path());
+        if path.is_empty() {
+            return Some(Vec::new());
+        }
+        path.split('/').map(|s| percent_decode(s, false)).collect()
+    }
+
+    /// Query parameters as decoded (name, value) pairs, in order. Pairs that
+    /// do not decode are skipped. `+` stands for a space, as in HTML forms.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        let Some(q) = self.query_string() else {
+            return Vec::new();
+        };
+        q.split('&')
+            .filter(|p| !p.is_empty())
+            .filter_map(|p| {
+                let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                Some((percent_decode(k, true)?, percent_decode(v, true)?))
+            })
+            .collect()
+    }
+
+    /// The first value of the query parameter `name`.
+    pub fn query(&self, name: &str) -> Option<String> {
+        self.query_pairs()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// The protocol version.
+    pub fn version(&self) -> Version {
+        self.head.version
+    }
+
+    /// The header fields (case-insensitive lookups).
+    pub fn headers(&self) -> &Headers {
+        &self.head.headers
+    }
+
+    /// The first value of header `name` as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.headers.get(name)
+    }
+
+    /// The body, complete and within `--max-body-bytes`: it is read before
+    /// the handler runs, so a slow sender never holds a worker.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The body as a reader.
+    pub fn body_reader(&self) -> std::io::Cursor<&[u8]> {
+        std::io::Cursor::new(&self.body)
+    }
+
+    /// Takes the body out of the request, leaving it empty.
+    pub fn take_body(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.body)
+    }
+
+    /// The client's address, when the request came over a socket.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// The parsed head.
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+}
+
+/// Decodes `%XX` escapes (and `+` as space when `plus` is set).
+pub fn percent_decode(s: &str, plus: bool) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3)?;
+                let hi = (hex[0] as char).to_digit(16)?;
+                let lo = (hex[1] as char).to_digit(16)?;
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            b'+' if plus => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}

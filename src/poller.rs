@@ -1,0 +1,375 @@
+//! Readiness waiting below std: `poll(2)` for a few descriptors, and an
+//! `epoll(7)` set in which idle connections are parked until they become
+//! readable or their deadline passes. This is how an idle keep-alive client,
+//! a silent one or a slow sender costs a file descriptor instead of a worker
+//! thread (the fix Cheroot made for its issue #91).
+//!
+//! The only module besides `notify` that steps below std; each `unsafe`
+//! block states why it is sound.
+#![allow(unsafe_code)]
+
+use std::collections::{BinaryHeap, HashMap};
+use std::cmp::Reverse;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What to wait for on a descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// Bytes to read, or end of stream.
+    Read,
+    /// Room to write.
+    Write,
+}
+
+/// Milliseconds for poll/epoll, rounded up so a short wait never becomes a
+/// busy zero-timeout poll; `None` waits forever.
+fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
+    match timeout {
+        None => -1,
+        Some(d) => {
+            let ms = d.as_nanos().div_ceil(1_000_000);
+            ms.min(libc::c_int::MAX as u128) as libc::c_int
+        }
+    }
+}
+
+/// Waits until each of `fds` is ready for `interest`, or `timeout` passes.
+/// Returns which descriptors are ready (errors and hang-ups count as ready,
+/// so the caller's next read or write reports them).
+pub fn wait(fds: &[RawFd], interest: Interest, timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let events = match interest {
+        Interest::Read => libc::POLLIN,
+        Interest::Write => libc::POLLOUT,
+    };
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` is a valid, exclusively borrowed array of `pfds.len()`
+    // pollfd structs for the duration of the call; poll only writes revents.
+    let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms(timeout)) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+}
+
+/// Something that can be parked: it has a descriptor to watch.
+pub trait Parkable: AsRawFd + Send {}
+impl<T: AsRawFd + Send> Parkable for T {}
+
+struct Entry<T> {
+    item: T,
+    deadline: Instant,
+}
+
+struct Table<T> {
+    entries: HashMap<u64, Entry<T>>,
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
+    next_token: u64,
+}
+
+/// The token of the waker; connection tokens count up from 0 and never reach it.
+const WAKER: u64 = u64::MAX;
+
+/// Parked items waiting for readability or their deadline.
+///
+/// Any thread may [`park`](Parker::park); one thread runs
+/// [`run`](Parker::run), which hands ready items to `ready` and expired ones
+/// to `expired`. Lock order: the table lock is never held while calling out.
+pub struct Parker<T: Parkable> {
+    epoll: OwnedFd,
+    waker_rx: UnixStream,
+    waker_tx: UnixStream,
+    table: Mutex<Table<T>>,
+    stop: AtomicBool,
+}
+
+/// What the parker thread reports to its owner.
+pub trait Dispatch<T> {
+    /// `item` is readable (or hung up): serve it.
+    fn ready(&self, item: T);
+    /// `item` reached its deadline while parked.
+    fn expired(&self, item: T);
+    /// The parker is stopping and `item` was still parked.
+    fn abandoned(&self, item: T);
+    /// Called once per loop turn, at least every `tick`: a heartbeat.
+    fn tick(&self) {}
+}
+
+impl<T: Parkable> Parker<T> {
+    /// A new, empty parker.
+    pub fn new() -> io::Result<Parker<T>> {
+        // SAFETY: epoll_create1 takes no pointers; a non-negative result is a
+        // new descriptor that nothing else owns, so OwnedFd may take it.
+        let epoll = unsafe {
+            let fd = libc::epoll_create1(libc::EPOLL_CLOEXEC);
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            OwnedFd::from_raw_fd(fd)
+        };
+        let (waker_rx, waker_tx) = UnixStream::pair()?;
+        waker_rx.set_nonblocking(true)?;
+        waker_tx.set_nonblocking(true)?;
+        let parker = Parker {
+            epoll,
+            waker_rx,
+            waker_tx,
+            table: Mutex::new(Table {
+                entries: HashMap::new(),
+                deadlines: BinaryHeap::new(),
+                next_token: 0,
+            }),
+            stop: AtomicBool::new(false),
+        };
+        parker.ctl(libc::EPOLL_CTL_ADD, parker.waker_rx.as_raw_fd(), WAKER, libc::EPOLLIN as u32)?;
+        Ok(parker)
+    }
+
+    fn ctl(&self, op: libc::c_int, fd: RawFd, token: u64, events: u32) -> io::Result<()> {
+        let mut ev = libc::epoll_event { events, u64: token };
+        // SAFETY: `self.epoll` is a live epoll descriptor; `fd` belongs to an
+        // item this parker holds (or the waker); `ev` outlives the call.
+        let r = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut ev) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table<T>> {
+        // A panic elsewhere cannot leave the table half-updated: every
+        // mutation is a single insert or remove.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Parks `item` until it is readable or `deadline` passes. On error the
+    /// item is handed back (the caller closes it).
+    pub fn park(&self, item: T, deadline: Instant) -> Result<(), (T, io::Error)> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err((item, io::Error::other("shutting down")));
+        }
+        let fd = item.as_raw_fd();
+        let mut table = self.lock();
+        let token = table.next_token;
+        table.next_token += 1;
+        let earliest = table.deadlines.peek().map(|Reverse((d, _))| *d);
+        table.entries.insert(token, Entry { item, deadline });
+        table.deadlines.push(Reverse((deadline, token)));
+        // Registering under the lock keeps a readiness event from racing
+        // ahead of the insert it refers to.
+        let events = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
+        if let Err(e) = self.ctl(libc::EPOLL_CTL_ADD, fd, token, events) {
+            let entry = table.entries.remove(&token);
+            drop(table);
+            return match entry {
+                Some(entry) => Err((entry.item, e)),
+                None => Ok(()),
+            };
+        }
+        drop(table);
+        // The parker sleeps until the earliest deadline it knew of; wake it
+        // only when this one comes sooner.
+        if earliest.is_none_or(|d| deadline < d) {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// How many items are parked.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// Whether nothing is parked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn wake(&self) {
+        // A full socket buffer already means a wake-up is pending.
+        let _ = (&self.waker_tx).write(&[1]);
+    }
+
+    /// Makes [`run`](Parker::run) hand every parked item to `abandoned` and
+    /// return. Items parked after this are refused.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    fn take(&self, table: &mut Table<T>, token: u64) -> Option<T> {
+        let entry = table.entries.remove(&token)?;
+        // Deregister before the item leaves: it may be parked again, and
+        // the descriptor number may be reused once it closes.
+        let _ = self.ctl(libc::EPOLL_CTL_DEL, entry.item.as_raw_fd(), token, 0);
+        Some(entry.item)
+    }
+
+    /// Runs the parker until [`stop`](Parker::stop): hands readable items to
+    /// `dispatch.ready`, expired ones to `dispatch.expired`.
+    pub fn run(&self, dispatch: &dyn Dispatch<T>, tick: Duration) {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        let mut ready = Vec::new();
+        loop {
+            dispatch.tick();
+            if self.stop.load(Ordering::Acquire) {
+                let items: Vec<T> = {
+                    let mut table = self.lock();
+                    let tokens: Vec<u64> = table.entries.keys().copied().collect();
+                    tokens
+                        .into_iter()
+                        .filter_map(|t| self.take(&mut table, t))
+                        .collect()
+                };
+                items.into_iter().for_each(|i| dispatch.abandoned(i));
+                return;
+            }
+            let now = Instant::now();
+            let timeout = {
+                let table = self.lock();
+                table
+                    .deadlines
+                    .peek()
+                    .map(|Reverse((d, _))| d.saturating_duration_since(now))
+                    .map_or(tick, |d| d.min(tick))
+            };
+            // SAFETY: `events` is a valid buffer of `events.len()` entries
+            // that the kernel fills; the epoll descriptor is live.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.epoll.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    events.len() as libc::c_int,
+                    timeout_ms(Some(timeout)),
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("epoll_wait failed: {e}");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                continue;
+            }
+            {
+                let mut table = self.lock();
+                for ev in &events[..n as usize] {
+                    let token = ev.u64;
+                    if token == WAKER {
+                        let mut sink = [0u8; 64];
+                        while matches!((&self.waker_rx).read(&mut sink), Ok(n) if n > 0) {}
+                        continue;
+                    }
+                    if let Some(item) = self.take(&mut table, token) {
+                        ready.push(item);
+                    }
+                }
+            }
+            ready.drain(..).for_each(|i| dispatch.ready(i));
+            for item in self.take_expired(Instant::now()) {
+                dispatch.expired(item);
+            }
+        }
+    }
+
+    fn take_expired(&self, now: Instant) -> Vec<T> {
+        let mut table = self.lock();
+        let mut expired = Vec::new();
+        while let Some(&Reverse((deadline, token))) = table.deadlines.peek() {
+            if deadline > now {
+                break;
+            }
+            table.deadlines.pop();
+            if let Some(item) = self.take(&mut table, token) {
+                expired.push(item);
+            }
+        }
+        // Tokens of items that left early stay in the heap until their
+        // deadline; rebuild when they outnumber the live ones, so a busy
+        // keep-alive connection parking thousands of times a second cannot
+        // grow the heap without bound.
+        if table.deadlines.len() > 2 * table.entries.len() + 1024 {
+            let live: Vec<_> = table
+                .entries
+                .iter()
+                .map(|(t, e)| Reverse((e.deadline, *t)))
+                .collect();
+            table.deadlines = live.into();
+        }
+        expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    struct Sink(mpsc::Sender<(&'static str, UnixStream)>);
+    impl Dispatch<UnixStream> for Sink {
+        fn ready(&self, item: UnixStream) {
+            let _ = self.0.send(("ready", item));
+        }
+        fn expired(&self, item: UnixStream) {
+            let _ = self.0.send(("expired", item));
+        }
+        fn abandoned(&self, item: UnixStream) {
+            let _ = self.0.send(("abandoned", item));
+        }
+    }
+
+    #[test]
+    fn readable_item_is_dispatched_and_quiet_one_expires() {
+        let parker = std::sync::Arc::new(Parker::<UnixStream>::new().expect("parker"));
+        let (tx, rx) = mpsc::channel();
+        let p = parker.clone();
+        let runner = std::thread::spawn(move || p.run(&Sink(tx), Duration::from_millis(50)));
+
+        let (a, mut a_peer) = UnixStream::pair().expect("pair");
+        let (b, _b_peer) = UnixStream::pair().expect("pair");
+        let far = Instant::now() + Duration::from_secs(60);
+        parker.park(a, far).map_err(|(_, e)| e).expect("park a");
+        parker
+            .park(b, Instant::now() + Duration::from_millis(30))
+            .map_err(|(_, e)| e)
+            .expect("park b");
+        let (what, _) = rx.recv_timeout(Duration::from_secs(5)).expect("b expires");
+        assert_eq!(what, "expired");
+        a_peer.write_all(b"x").expect("write");
+        let (what, _) = rx.recv_timeout(Duration::from_secs(5)).expect("a ready");
+        assert_eq!(what, "ready");
+        assert!(parker.is_empty());
+
+        let (c, _c_peer) = UnixStream::pair().expect("pair");
+        parker.park(c, far).map_err(|(_, e)| e).expect("park c");
+        parker.stop();
+        let (what, _) = rx.recv_timeout(Duration::from_secs(5)).expect("c abandoned");
+        assert_eq!(what, "abandoned");
+        runner.join().expect("runner");
+    }
+
+    #[test]
+    fn wait_reports_readiness() {
+        let (a, mut b) = UnixStream::pair().expect("pair");
+        let r = wait(&[a.as_raw_fd()], Interest::Read, Some(Duration::from_millis(1))).expect("poll");
+        assert_eq!(r, vec![false]);
+        b.write_all(b"x").expect("write");
+        let r = wait(&[a.as_raw_fd()], Interest::Read, Some(Duration::from_secs(5))).expect("poll");
+        assert_eq!(r, vec![true]);
+    }
+}

@@ -1,0 +1,216 @@
+//! Handlers and the router that picks one by method and path.
+//!
+//! A [`Handler`] turns a [`Request`] into a [`Response`]. It runs on a worker
+//! thread with the whole body already read, so it never waits on the client.
+//! A handler that panics is answered with 500 by the connection loop, and the
+//! worker lives on.
+
+use crate::http::{Request, Response};
+
+/// Something that answers requests.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one request.
+    fn handle(&self, req: &mut Request) -> Response;
+
+    /// Whether a request with this method and path would be served: the
+    /// driver sends `100 Continue` only then, and otherwise answers without
+    /// reading the body. The default wants every body.
+    fn wants_body(&self, _method: &str, _path: &str) -> bool {
+        true
+    }
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&mut Request) -> Response + Send + Sync + 'static,
+{
+    fn handle(&self, req: &mut Request) -> Response {
+        self(req)
+    }
+}
+
+enum Pattern {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Pattern {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Pattern::Exact(p) => path == p,
+            Pattern::Prefix(p) => path.starts_with(p.as_str()),
+        }
+    }
+}
+
+struct Route {
+    method: String,
+    pattern: Pattern,
+    handler: Box<dyn Handler>,
+}
+
+/// Routes by method and path. Exact routes are tried before prefix routes,
+/// and longer prefixes before shorter ones, whatever the order of
+/// registration. A path with no route gets 404; a path whose routes all have
+/// other methods gets 405 with `Allow` (RFC 9110 §15.5.6). A `GET` route
+/// also answers `HEAD`, and `OPTIONS` on a routed path answers 204 with
+/// `Allow`.
+///
+/// ```
+/// use corral::{Response, Router};
+///
+/// let router = Router::new()
+///     .get("/healthz", |_req: &mut corral::Request| Response::text(200, "ok"))
+///     .prefix("GET", "/files/", |req: &mut corral::Request| {
+///         Response::text(200, req.path().to_owned())
+///     });
+/// # let _ = router;
+/// ```
+#[derive(Default)]
+pub struct Router {
+    routes: Vec<Route>,
+}
+
+impl Router {
+    /// A router with no routes.
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    /// Serves `method` on exactly `path`.
+    pub fn route(mut self, method: &str, path: &str, handler: impl Handler) -> Router {
+        self.push(method, Pattern::Exact(path.to_owned()), handler);
+        self
+    }
+
+    /// Serves `method` on every path that starts with `prefix`.
+    pub fn prefix(mut self, method: &str, prefix: &str, handler: impl Handler) -> Router {
+        self.push(method, Pattern::Prefix(prefix.to_owned()), handler);
+        self
+    }
+
+    /// Serves `GET` (and so `HEAD`) on exactly `path`.
+    pub fn get(self, path: &str, handler: impl Handler) -> Router {
+        self.route("GET", path, handler)
+    }
+
+    /// Serves `POST` on exactly `path`.
+    pub fn post(self, path: &str, handler: impl Handler) -> Router {
+        self.route("POST", path, handler)
+    }
+
+    /// Serves `PUT` on exactly `path`.
+    pub fn put(self, path: &str, handler: impl Handler) -> Router {
+        self.route("PUT", path, handler)
+    }
+
+    fn push(&mut self, method: &str, pattern: Pattern, handler: impl Handler) {
+        self.routes.push(Route {
+            method: method.to_owned(),
+            pattern,
+            handler: Box::new(handler),
+        });
+        // Stable sort: exact first, then longer prefixes first.
+        self.routes.sort_by_key(|r| match &r.pattern {
+            Pattern::Exact(_) => (0, 0),
+            Pattern::Prefix(p) => (1, usize::MAX - p.len()),
+        });
+    }
+
+    fn method_matches(route: &str, method: &str) -> bool {
+        route == method || (method == "HEAD" && route == "GET")
+    }
+
+    fn find(&self, method: &str, path: &str) -> Result<&Route, Vec<&str>> {
+        let mut allowed: Vec<&str> = Vec::new();
+        for r in self.routes.iter().filter(|r| r.pattern.matches(path)) {
+            if Self::method_matches(&r.method, method) {
+                return Ok(r);
+            }
+            for m in [r.method.as_str(), if r.method == "GET" { "HEAD" } else { "" }] {
+                if !m.is_empty() && !allowed.contains(&m) {
+                    allowed.push(m);
+                }
+            }
+        }
+        Err(allowed)
+    }
+}
+
+impl Handler for Router {
+    fn handle(&self, req: &mut Request) -> Response {
+        match self.find(req.method(), req.path()) {
+            Ok(route) => route.handler.handle(req),
+            Err(allowed) if allowed.is_empty() => Response::error(404, ""),
+            Err(mut allowed) => {
+                allowed.push("OPTIONS");
+                let allow = allowed.join(", ");
+                if req.method() == "OPTIONS" {
+                    Response::new(204).with_header("Allow", &allow)
+                } else {
+                    Response::error(405, "").with_header("Allow", &allow)
+                }
+            }
+        }
+    }
+
+    fn wants_body(&self, method: &str, path: &str) -> bool {
+        self.find(method, path).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{Framing, Head, Headers, Version};
+
+    fn req(method: &str, target: &str) -> Request {
+        Request::new(
+            Head {
+                method: method.into(),
+                target: target.into(),
+                version: Version::Http11,
+                headers: Headers::new(),
+                framing: Framing::None,
+                keep_alive: true,
+                expect_continue: false,
+            },
+            Vec::new(),
+            None,
+        )
+    }
+
+    fn router() -> Router {
+        Router::new()
+            .prefix("GET", "/a/", |_: &mut Request| Response::text(200, "prefix a"))
+            .get("/a/x", |_: &mut Request| Response::text(200, "exact"))
+            .prefix("GET", "/a/long/", |_: &mut Request| Response::text(200, "prefix long"))
+            .post("/echo", |_: &mut Request| Response::text(200, "echo"))
+            .put("/echo", |_: &mut Request| Response::text(200, "echo"))
+    }
+
+    fn body(r: &Response) -> &[u8] {
+        r.body().as_slice().unwrap_or_default()
+    }
+
+    #[test]
+    fn exact_beats_prefix_and_longer_prefix_wins() {
+        let r = router();
+        assert_eq!(body(&r.handle(&mut req("GET", "/a/x"))), b"exact");
+        assert_eq!(body(&r.handle(&mut req("GET", "/a/y"))), b"prefix a");
+        assert_eq!(body(&r.handle(&mut req("GET", "/a/long/z?q=1"))), b"prefix long");
+        assert_eq!(body(&r.handle(&mut req("HEAD", "/a/x"))), b"exact");
+    }
+
+    #[test]
+    fn missing_path_is_404_and_wrong_method_is_405_with_allow() {
+        let r = router();
+        assert_eq!(r.handle(&mut req("GET", "/nope")).status(), 404);
+        let resp = r.handle(&mut req("DELETE", "/echo"));
+        assert_eq!(resp.status(), 405);
+        assert_eq!(resp.header("Allow"), Some("POST, PUT, OPTIONS"));
+        let resp = r.handle(&mut req("OPTIONS", "/echo"));
+        assert_eq!(resp.status(), 204);
+        assert!(r.wants_body("POST", "/echo") && !r.wants_body("POST", "/nope"));
+    }
+}
