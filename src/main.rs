@@ -1,1 +1,87 @@
-fn main(){}
+//! The `corral` binary: turns arguments, environment and a config file into
+//! a [`Config`], sets up logging and signals, runs the server, and maps the
+//! result to an exit code. No HTTP here.
+
+use std::process::ExitCode;
+
+use corral::access::AccessLog;
+use corral::config::{self, AccessLogTarget, Command, Config};
+use corral::server::Server;
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let command = match config::from_sources(&args, &env, &|p| std::fs::read_to_string(p)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("corral: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match command {
+        Command::Help(text) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Command::Version(text) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Command::CheckConfig(config) => {
+            print!("{}", config.to_config_text());
+            return ExitCode::SUCCESS;
+        }
+        Command::Run(config) => config,
+    };
+    match run(config) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("corral: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    simplelog::TermLogger::init(
+        config.log_level,
+        simplelog::ConfigBuilder::new()
+            .set_time_format_rfc3339()
+            .set_thread_level(log::LevelFilter::Off)
+            .set_target_level(log::LevelFilter::Off)
+            .build(),
+        simplelog::TerminalMode::Stderr,
+        simplelog::ColorChoice::Never,
+    )?;
+    // A handler panic is caught and logged by the connection loop; the
+    // default hook would print it a second time, unformatted.
+    std::panic::set_hook(Box::new(|info| log::debug!("{info}")));
+
+    let access_log = match &config.access_log {
+        AccessLogTarget::Off => None,
+        AccessLogTarget::Stderr => Some(AccessLog::stderr()),
+        AccessLogTarget::File(path) => Some(
+            AccessLog::file(path)
+                .map_err(|e| format!("cannot open access log {}: {e}", path.display()))?,
+        ),
+    };
+    let mut server = Server::bind(config, corral::app::router())?;
+    if let Some(log) = access_log {
+        server = server.with_access_log(log);
+    }
+    let handle = server.shutdown_handle();
+    // A second SIGINT exits at once: registered first, it sees the flag the
+    // first one set.
+    signal_hook::flag::register_conditional_shutdown(SIGINT, 1, handle.flag())?;
+    for sig in [SIGTERM, SIGINT] {
+        signal_hook::flag::register(sig, handle.flag())?;
+        signal_hook::low_level::pipe::register(sig, handle.waker()?)?;
+    }
+    let report = server.run()?;
+    Ok(if report.abandoned == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -142,6 +142,11 @@ impl Conn {
         }
     }
 
+    /// The peer's address, if known.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
     /// The limits in force.
     pub fn limits(&self) -> Limits {
         self.limits
@@ -291,8 +296,10 @@ impl Conn {
             }),
         };
         let expect_pending = head.expect_continue;
+        // Reserve for a small body only: a client that announces a large
+        // one and sends nothing must not make us allocate it.
         let capacity = match head.framing {
-            Framing::Length(n) => n as usize,
+            Framing::Length(n) => n.min(64 * 1024) as usize,
             _ => 0,
         };
         self.state = State::RecvBody {

@@ -1,0 +1,517 @@
+//! The connection loop: the only code that reads or writes a connection.
+//! It feeds [`http::Conn`], runs the handler, writes what comes back, and
+//! enforces the deadlines. It never decides framing.
+//!
+//! It is generic over a [`Transport`] and a [`Clock`], so tests and fuzz
+//! targets drive this same loop over memory with a virtual clock.
+//!
+//! Sockets are non-blocking. A worker waits on a quiet connection for at
+//! most `park_timeout` (and not at all while other work is queued); then
+//! [`serve`] returns [`Outcome::Park`] and the connection, partial request
+//! and all, waits in the parker without a thread. Deadlines:
+//!
+//! | phase | deadline | on expiry |
+//! |---|---|---|
+//! | new connection, nothing received | accept + `header_timeout` | close |
+//! | idle between requests | last response + `idle_timeout` | close |
+//! | head arriving | its first byte + `header_timeout` (total) | 408, close |
+//! | body arriving | last progress + `read_timeout` | close |
+//! | response being written | last progress + `write_timeout` | close |
+
+use std::io::{self, IoSlice, Read};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::access::{AccessLog, Record};
+use crate::http::date::unix_now;
+use crate::http::response::{chunk_header, CONTINUE, LAST_CHUNK};
+use crate::http::{self, Body, BodyFraming, Event, Phase, Request, Response};
+use crate::metrics::{GaugeGuard, Metrics};
+use crate::poller::{self, Interest};
+use crate::router::Handler;
+
+/// A byte stream the loop can drive. Reads and writes never block: they
+/// return `WouldBlock`, and [`Transport::wait`] waits for readiness.
+pub trait Transport {
+    /// Reads into `buf`; `Ok(0)` is end of stream.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Writes some of `bufs`.
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Waits until reading (or writing) can make progress, or `timeout`
+    /// passes; `Ok(false)` on timeout.
+    fn wait(&mut self, interest: Interest, timeout: Duration) -> io::Result<bool>;
+    /// Ends the connection after a final response: stop sending, and
+    /// discard what the peer already sent, so the close does not turn into
+    /// a reset that destroys the response in flight.
+    fn close(&mut self) {}
+}
+
+/// The loop's notion of now.
+pub trait Clock {
+    /// The current instant.
+    fn now(&self) -> Instant;
+}
+
+/// The real clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+impl Transport for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        io::Read::read(self, buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        io::Write::write_vectored(self, bufs)
+    }
+
+    fn wait(&mut self, interest: Interest, timeout: Duration) -> io::Result<bool> {
+        Ok(poller::wait(&[self.as_raw_fd()], interest, Some(timeout))?[0])
+    }
+
+    fn close(&mut self) {
+        let _ = self.shutdown(Shutdown::Write);
+        let mut sink = [0u8; 4096];
+        for _ in 0..16 {
+            match io::Read::read(self, &mut sink) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Every timeout the loop enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The whole head must arrive within this.
+    pub header: Duration,
+    /// A keep-alive connection may stay idle this long.
+    pub idle: Duration,
+    /// A body must make progress within this.
+    pub read: Duration,
+    /// A response must make progress within this.
+    pub write: Duration,
+    /// A worker waits this long on a quiet connection before parking it.
+    pub park: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts {
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(5),
+            read: Duration::from_secs(10),
+            write: Duration::from_secs(10),
+            park: Duration::from_millis(5),
+        }
+    }
+}
+
+/// What the loop needs from the server around it.
+pub struct Ctx<'a, C: Clock> {
+    /// Answers requests.
+    pub handler: &'a dyn Handler,
+    /// Now.
+    pub clock: &'a C,
+    /// The deadlines.
+    pub timeouts: Timeouts,
+    /// Set when shutdown begins: responses close, idle connections end.
+    pub shutdown: &'a AtomicBool,
+    /// Whether other connections wait for a worker; if so, never linger.
+    pub others_waiting: &'a dyn Fn() -> bool,
+    /// Where access lines go, if anywhere.
+    pub access_log: Option<&'a AccessLog>,
+    /// Counters.
+    pub metrics: &'a Metrics,
+}
+
+/// Why a parked connection will be woken if nothing arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Close without a word.
+    Close,
+    /// Answer 408, then close.
+    RequestTimeout,
+}
+
+/// One client connection: its transport, its protocol state and its clocks.
+pub struct Connection<T> {
+    /// The transport.
+    pub io: T,
+    http: http::Conn,
+    /// When the current head must be complete.
+    head_deadline: Option<Instant>,
+    /// The last time bytes moved, for idle and body deadlines.
+    last_progress: Instant,
+    served: u64,
+    _open: Option<GaugeGuard>,
+}
+
+impl<T> Connection<T> {
+    /// A connection accepted at `now`.
+    pub fn new(
+        io: T,
+        peer: Option<SocketAddr>,
+        limits: http::Limits,
+        timeouts: &Timeouts,
+        now: Instant,
+    ) -> Connection<T> {
+        Connection {
+            io,
+            http: http::Conn::new(limits, peer),
+            head_deadline: Some(now + timeouts.header),
+            last_progress: now,
+            served: 0,
+            _open: None,
+        }
+    }
+
+    /// Ties an open-connection gauge to this connection's life.
+    pub fn with_gauge(mut self, guard: GaugeGuard) -> Connection<T> {
+        self._open = Some(guard);
+        self
+    }
+
+    /// Requests answered on this connection.
+    pub fn served(&self) -> u64 {
+        self.served
+    }
+
+    /// The protocol phase.
+    pub fn phase(&self) -> Phase {
+        self.http.phase()
+    }
+
+    /// When this connection gives up waiting, and how.
+    pub fn deadline(&self, t: &Timeouts) -> (Instant, Expiry) {
+        let head = self.head_deadline.unwrap_or(self.last_progress + t.header);
+        match self.http.phase() {
+            Phase::Idle if self.served == 0 => (head, Expiry::Close),
+            Phase::Idle => (self.last_progress + t.idle, Expiry::Close),
+            Phase::Head => (head, Expiry::RequestTimeout),
+            Phase::Body => (self.last_progress + t.read, Expiry::Close),
+            Phase::Response | Phase::Closed => (self.last_progress, Expiry::Close),
+        }
+    }
+}
+
+impl<T: AsRawFd> AsRawFd for Connection<T> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.io.as_raw_fd()
+    }
+}
+
+/// How [`serve`] left the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Quiet: park it until readable or until this deadline.
+    Park(Instant),
+    /// Done: drop it.
+    Close,
+}
+
+/// Serves requests on `c` until it goes quiet or must close.
+pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) -> Outcome {
+    // How long this call may still wait for a slow sender before parking.
+    let mut linger = ctx.timeouts.park;
+    loop {
+        match c.http.poll() {
+            Event::NeedMore => {}
+            Event::Continue => {
+                let wanted = !ctx.shutdown.load(Ordering::Relaxed)
+                    && c.http
+                        .pending_head()
+                        .is_some_and(|h| ctx.handler.wants_body(&h.method, h.path()));
+                if wanted {
+                    c.http.accept_body();
+                    let now = ctx.clock.now();
+                    if write_all(&mut c.io, ctx.clock, &mut [IoSlice::new(CONTINUE)], ctx.timeouts.write).is_err() {
+                        return Outcome::Close;
+                    }
+                    c.last_progress = now;
+                    continue;
+                }
+                match c.http.reject_body() {
+                    Some(req) => {
+                        respond(c, ctx, req);
+                        return close(c);
+                    }
+                    None => return Outcome::Close,
+                }
+            }
+            Event::Request(req) => {
+                if !respond(c, ctx, req) {
+                    return close(c);
+                }
+                linger = ctx.timeouts.park;
+                continue;
+            }
+            Event::Error(e) => {
+                log::debug!("{}: {e}", peer_text(&c.http_peer()));
+                Metrics::inc(&ctx.metrics.protocol_errors);
+                send_error(c, ctx, &e);
+                return close(c);
+            }
+            Event::Closed => return close(c),
+        }
+
+        let phase = c.http.phase();
+        if phase == Phase::Idle && ctx.shutdown.load(Ordering::Relaxed) {
+            return Outcome::Close;
+        }
+        let now = ctx.clock.now();
+        let (deadline, expiry) = c.deadline(&ctx.timeouts);
+        if now >= deadline {
+            expire(c, ctx, expiry);
+            return Outcome::Close;
+        }
+        match c.http.read_with(|buf| c.io.read(buf)) {
+            Ok(0) => return Outcome::Close,
+            Ok(_) => {
+                if phase == Phase::Idle {
+                    c.head_deadline = Some(now + ctx.timeouts.header);
+                }
+                c.last_progress = now;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let wait = linger.min(deadline - now);
+                if wait.is_zero() || (ctx.others_waiting)() {
+                    c.http.shrink_idle();
+                    return Outcome::Park(deadline);
+                }
+                match c.io.wait(Interest::Read, wait) {
+                    Ok(_) => {
+                        let waited = ctx.clock.now().saturating_duration_since(now);
+                        linger = linger.saturating_sub(waited.max(Duration::from_micros(1)));
+                    }
+                    Err(_) => return Outcome::Close,
+                }
+            }
+            Err(_) => return Outcome::Close,
+        }
+    }
+}
+
+impl<T> Connection<T> {
+    fn http_peer(&self) -> Option<SocketAddr> {
+        self.http.peer()
+    }
+}
+
+fn peer_text(peer: &Option<SocketAddr>) -> String {
+    peer.map_or_else(|| "-".to_owned(), |p| p.to_string())
+}
+
+fn close<T: Transport>(c: &mut Connection<T>) -> Outcome {
+    c.io.close();
+    Outcome::Close
+}
+
+/// Ends a connection whose deadline passed: a partial head gets 408 (RFC
+/// 9110 §15.5.9), anything else closes silently.
+pub fn expire<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>, expiry: Expiry) {
+    match (expiry, c.http.phase()) {
+        (Expiry::RequestTimeout, _) => {
+            Metrics::inc(&ctx.metrics.header_timeouts);
+            log::debug!("{}: request head timed out", peer_text(&c.http_peer()));
+            send_error(c, ctx, &http::Error::HeadTimeout);
+            c.io.close();
+        }
+        (_, Phase::Body) => Metrics::inc(&ctx.metrics.body_timeouts),
+        (_, Phase::Idle) if c.served > 0 => Metrics::inc(&ctx.metrics.idle_timeouts),
+        _ => Metrics::inc(&ctx.metrics.header_timeouts),
+    }
+}
+
+fn send_error<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>, e: &http::Error) {
+    let resp = http::Conn::error_response(e);
+    let mut head = Vec::with_capacity(256);
+    c.http.write_head(&resp, true, &mut head);
+    let body = resp.body().as_slice().unwrap_or_default();
+    ctx.metrics.count_status(resp.status());
+    let _ = write_all(
+        &mut c.io,
+        ctx.clock,
+        &mut [IoSlice::new(&head), IoSlice::new(body)],
+        ctx.timeouts.write,
+    );
+    c.http.response_sent();
+}
+
+/// The text of a panic payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-text panic payload)")
+}
+
+/// Runs the handler and writes its response. Returns whether the connection
+/// persists.
+fn respond<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>, mut req: Request) -> bool {
+    let started = ctx.clock.now();
+    let unix_time = unix_now();
+    Metrics::inc(&ctx.metrics.requests);
+    let mut resp = match catch_unwind(AssertUnwindSafe(|| ctx.handler.handle(&mut req))) {
+        Ok(resp) => resp,
+        Err(payload) => {
+            Metrics::inc(&ctx.metrics.handler_panics);
+            log::error!(
+                "handler panicked on {} {}: {}",
+                req.method(),
+                req.target(),
+                panic_message(payload.as_ref())
+            );
+            Response::error(500, "").with_close()
+        }
+    };
+    let closing = ctx.shutdown.load(Ordering::Relaxed);
+    let mut head = Vec::with_capacity(256);
+    let outcome = c.http.write_head(&resp, closing, &mut head);
+    let body = resp.take_body();
+    let sent = match (outcome.framing, &body) {
+        (BodyFraming::None, _) => write_all(&mut c.io, ctx.clock, &mut [IoSlice::new(&head)], ctx.timeouts.write).map(|()| 0),
+        (_, Body::Stream(_)) => {
+            let Body::Stream(reader) = body else { return false };
+            let chunked = outcome.framing == BodyFraming::Chunked;
+            write_all(&mut c.io, ctx.clock, &mut [IoSlice::new(&head)], ctx.timeouts.write)
+                .and_then(|()| stream_body(&mut c.io, ctx, reader, chunked))
+        }
+        (_, body) => {
+            let bytes = body.as_slice().unwrap_or_default();
+            write_all(
+                &mut c.io,
+                ctx.clock,
+                &mut [IoSlice::new(&head), IoSlice::new(bytes)],
+                ctx.timeouts.write,
+            )
+            .map(|()| bytes.len() as u64)
+        }
+    };
+    ctx.metrics.count_status(resp.status());
+    let done = ctx.clock.now();
+    if let Some(log) = ctx.access_log {
+        log.record(&Record {
+            peer: req.peer_addr(),
+            unix_time,
+            method: req.method(),
+            target: req.target(),
+            version: req.version().as_str(),
+            status: resp.status(),
+            bytes: *sent.as_ref().unwrap_or(&0),
+            referer: req.header("referer"),
+            user_agent: req.header("user-agent"),
+            micros: done.saturating_duration_since(started).as_micros(),
+        });
+    }
+    c.last_progress = done;
+    c.head_deadline = None;
+    c.served += 1;
+    match sent {
+        Ok(n) => {
+            ctx.metrics
+                .bytes_sent
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            c.http.response_sent();
+            outcome.keep_alive
+        }
+        Err(e) => {
+            if e.kind() == io::ErrorKind::TimedOut {
+                Metrics::inc(&ctx.metrics.write_timeouts);
+            }
+            log::debug!("{}: response not sent: {e}", peer_text(&req.peer_addr()));
+            false
+        }
+    }
+}
+
+/// Body bytes read from a stream per chunk.
+const STREAM_CHUNK: usize = 64 * 1024;
+
+/// Sends a streamed body, chunked or raw. A reader that fails or panics
+/// ends the connection without the last chunk, so the client sees the body
+/// was cut short instead of taking a truncated body for a whole one.
+fn stream_body<T: Transport, C: Clock>(
+    io: &mut T,
+    ctx: &Ctx<'_, C>,
+    mut reader: Box<dyn Read + Send>,
+    chunked: bool,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; STREAM_CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = match catch_unwind(AssertUnwindSafe(|| reader.read(&mut buf))) {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(Err(e)) => return Err(e),
+            Err(p) => {
+                Metrics::inc(&ctx.metrics.handler_panics);
+                log::error!("response body stream panicked: {}", panic_message(p.as_ref()));
+                return Err(io::Error::other("body stream panicked"));
+            }
+        };
+        if n == 0 {
+            if chunked {
+                write_all(io, ctx.clock, &mut [IoSlice::new(LAST_CHUNK)], ctx.timeouts.write)?;
+            }
+            return Ok(total);
+        }
+        total += n as u64;
+        if chunked {
+            let mut size = Vec::with_capacity(18);
+            chunk_header(n, &mut size);
+            write_all(
+                io,
+                ctx.clock,
+                &mut [IoSlice::new(&size), IoSlice::new(&buf[..n]), IoSlice::new(b"\r\n")],
+                ctx.timeouts.write,
+            )?;
+        } else {
+            write_all(io, ctx.clock, &mut [IoSlice::new(&buf[..n])], ctx.timeouts.write)?;
+        }
+    }
+}
+
+/// Writes every byte of `bufs`, waiting for room as needed. Like nginx's
+/// `send_timeout`, the deadline is for progress: it restarts whenever bytes
+/// go out, so a large body to a slow but live client completes, and a
+/// client that stops reading is dropped after `timeout`.
+pub fn write_all<T: Transport, C: Clock>(
+    io: &mut T,
+    clock: &C,
+    mut bufs: &mut [IoSlice<'_>],
+    timeout: Duration,
+) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    let mut deadline = clock.now() + timeout;
+    while !bufs.is_empty() {
+        match io.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                IoSlice::advance_slices(&mut bufs, n);
+                deadline = clock.now() + timeout;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let now = clock.now();
+                if now >= deadline || !io.wait(Interest::Write, deadline - now)? && clock.now() >= deadline {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

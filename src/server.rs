@@ -1,0 +1,423 @@
+//! The server shell: listeners, the worker pool, the parker and shutdown.
+//! It accepts, sets up sockets, hands connections to workers, and answers
+//! 503 when the queue or the connection cap is full. It never parses bytes.
+//!
+//! Threads: one acceptor (the thread that calls [`Server::run`]), one parker
+//! and `workers` pool threads. A new connection goes straight to the pool;
+//! a worker serves it until it goes quiet, then parks it; the parker hands
+//! it back to the pool when it is readable again, or ends it at its
+//! deadline. Idle and slow clients therefore hold no worker.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use threadpool::ThreadPool;
+
+use crate::access::AccessLog;
+use crate::config::Config;
+use crate::conn::{self, Connection, Ctx, Outcome, SystemClock, Timeouts};
+use crate::http::Limits;
+use crate::metrics::{GaugeGuard, Metrics};
+use crate::poller::{self, Dispatch, Interest, Parker};
+use crate::router::Handler;
+
+/// The reply to a connection the server has no room for. Sent in one write
+/// on a fresh socket, whose send buffer is empty, so it cannot block.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver is busy, retry";
+
+/// How often the parker wakes even when nothing happens: its heartbeat.
+const PARKER_TICK: Duration = Duration::from_secs(1);
+
+/// The longest pause after accept fails for lack of descriptors or memory.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+type Conn = Connection<TcpStream>;
+
+/// A handle that stops a running server gracefully, from any thread.
+#[derive(Clone)]
+pub struct ShutdownHandle {
+    flag: Arc<AtomicBool>,
+    waker: Arc<UnixStream>,
+}
+
+impl ShutdownHandle {
+    /// Begins graceful shutdown: stop accepting, finish in-flight requests,
+    /// close idle connections.
+    pub fn shutdown(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = (&*self.waker).write(&[1]);
+    }
+
+    /// The flag that [`ShutdownHandle::shutdown`] sets, for signal handlers
+    /// (which may only store to it; see `signal_hook::flag`).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.flag.clone()
+    }
+
+    /// A socket whose every byte wakes the acceptor, for signal handlers
+    /// (see `signal_hook::low_level::pipe`).
+    pub fn waker(&self) -> io::Result<UnixStream> {
+        self.waker.try_clone()
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunReport {
+    /// Connections still open when the shutdown timeout passed.
+    pub abandoned: u64,
+}
+
+struct Shared {
+    handler: Arc<dyn Handler>,
+    limits: Limits,
+    timeouts: Timeouts,
+    shutdown: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    access_log: Option<AccessLog>,
+    pool: ThreadPool,
+    /// Jobs handed to the pool that no worker has started yet.
+    queued: AtomicUsize,
+    parker: Parker<Conn>,
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    config: Config,
+    handler: Arc<dyn Handler>,
+    metrics: Arc<Metrics>,
+    access_log: Option<AccessLog>,
+    handle: ShutdownHandle,
+    waker_rx: UnixStream,
+}
+
+impl Server {
+    /// Binds every listen address in `config`. Nothing is served until
+    /// [`Server::run`].
+    pub fn bind(config: Config, handler: impl Handler) -> io::Result<Server> {
+        let listeners = config
+            .listen
+            .iter()
+            .map(|addr| {
+                TcpListener::bind(addr)
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Server::from_listeners(listeners, config, handler)
+    }
+
+    /// Serves on listeners bound elsewhere (socket activation, tests).
+    pub fn from_listeners(
+        listeners: Vec<TcpListener>,
+        config: Config,
+        handler: impl Handler,
+    ) -> io::Result<Server> {
+        for l in &listeners {
+            l.set_nonblocking(true)?;
+        }
+        let (waker_rx, waker_tx) = UnixStream::pair()?;
+        waker_rx.set_nonblocking(true)?;
+        waker_tx.set_nonblocking(true)?;
+        Ok(Server {
+            listeners,
+            config,
+            handler: Arc::new(handler),
+            metrics: Arc::new(Metrics::default()),
+            access_log: None,
+            handle: ShutdownHandle {
+                flag: Arc::new(AtomicBool::new(false)),
+                waker: Arc::new(waker_tx),
+            },
+            waker_rx,
+        })
+    }
+
+    /// Sends access lines to `log`.
+    pub fn with_access_log(mut self, log: AccessLog) -> Server {
+        self.access_log = Some(log);
+        self
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// A handle to stop the server.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        self.handle.clone()
+    }
+
+    /// The server's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Serves until shutdown, then drains for up to the shutdown timeout.
+    pub fn run(self) -> io::Result<RunReport> {
+        let config = self.config;
+        let shared = Arc::new(Shared {
+            handler: self.handler,
+            limits: Limits {
+                max_head_bytes: config.max_head_bytes,
+                max_headers: config.max_headers,
+                max_body_bytes: config.max_body_bytes as u64,
+            },
+            timeouts: Timeouts {
+                header: config.header_timeout,
+                idle: config.idle_timeout,
+                read: config.read_timeout,
+                write: config.write_timeout,
+                park: config.park_timeout,
+            },
+            shutdown: self.handle.flag.clone(),
+            metrics: self.metrics,
+            access_log: self.access_log,
+            pool: threadpool::Builder::new()
+                .num_threads(config.workers)
+                .thread_name("corral-worker".into())
+                .build(),
+            queued: AtomicUsize::new(0),
+            parker: Parker::new()?,
+        });
+        let parker_thread = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("corral-parker".into())
+                .spawn(move || shared.parker.run(&ParkerEvents(&shared), PARKER_TICK))?
+        };
+        log::info!(
+            "corral {} listening on {}; {}",
+            env!("CARGO_PKG_VERSION"),
+            self.listeners
+                .iter()
+                .filter_map(|l| l.local_addr().ok())
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            config.limits_summary()
+        );
+        let mut acceptor = Acceptor {
+            shared: &shared,
+            listeners: self.listeners,
+            waker: self.waker_rx,
+            max_connections: config.max_connections as u64,
+            queue: config.queue,
+            backoff: Duration::ZERO,
+            last_error_log: None,
+            suppressed: 0,
+        };
+        acceptor.run();
+        // Closing the listeners refuses new connections at once.
+        drop(acceptor);
+        log::info!("shutting down: draining in-flight requests");
+        shared.parker.stop();
+        let _ = parker_thread.join();
+
+        let deadline = Instant::now() + config.shutdown_timeout;
+        let open = || shared.metrics.connections_open.load(Ordering::SeqCst);
+        while open() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let abandoned = open();
+        if abandoned > 0 {
+            log::warn!(
+                "shutdown timeout: abandoning {abandoned} connection(s) with requests in flight"
+            );
+        } else {
+            log::info!("shutdown complete");
+        }
+        Ok(RunReport { abandoned })
+    }
+}
+
+struct ParkerEvents<'a>(&'a Arc<Shared>);
+
+impl Dispatch<Conn> for ParkerEvents<'_> {
+    fn ready(&self, c: Conn) {
+        Metrics::dec(&self.0.metrics.connections_parked);
+        submit(self.0, c);
+    }
+
+    fn expired(&self, mut c: Conn) {
+        Metrics::dec(&self.0.metrics.connections_parked);
+        let shared = self.0;
+        let (_, expiry) = c.deadline(&shared.timeouts);
+        // The socket's send buffer is empty while it is parked, so the short
+        // 408 goes out without waiting.
+        conn::expire(&mut c, &ctx(shared, &|| true), expiry);
+    }
+
+    fn abandoned(&self, _c: Conn) {
+        Metrics::dec(&self.0.metrics.connections_parked);
+    }
+}
+
+fn ctx<'a>(shared: &'a Shared, others_waiting: &'a dyn Fn() -> bool) -> Ctx<'a, SystemClock> {
+    Ctx {
+        handler: shared.handler.as_ref(),
+        clock: &SystemClock,
+        timeouts: shared.timeouts,
+        shutdown: &shared.shutdown,
+        others_waiting,
+        access_log: shared.access_log.as_ref(),
+        metrics: &shared.metrics,
+    }
+}
+
+/// Hands a connection to the pool.
+fn submit(shared: &Arc<Shared>, mut c: Conn) {
+    shared.queued.fetch_add(1, Ordering::SeqCst);
+    let s = shared.clone();
+    shared.pool.execute(move || {
+        s.queued.fetch_sub(1, Ordering::SeqCst);
+        let others_waiting = || s.queued.load(Ordering::Relaxed) > 0;
+        match conn::serve(&mut c, &ctx(&s, &others_waiting)) {
+            Outcome::Close => {}
+            Outcome::Park(deadline) => {
+                if s.parker.park(c, deadline).is_ok() {
+                    Metrics::inc(&s.metrics.connections_parked);
+                }
+            }
+        }
+    });
+}
+
+struct Acceptor<'a> {
+    shared: &'a Arc<Shared>,
+    listeners: Vec<TcpListener>,
+    waker: UnixStream,
+    max_connections: u64,
+    queue: usize,
+    backoff: Duration,
+    last_error_log: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Acceptor<'_> {
+    fn run(&mut self) {
+        let mut fds: Vec<_> = self.listeners.iter().map(|l| l.as_raw_fd()).collect();
+        fds.push(self.waker.as_raw_fd());
+        while !self.shared.shutdown.load(Ordering::SeqCst) {
+            if !self.backoff.is_zero() {
+                // Out of descriptors: the listeners stay readable, so wait on
+                // the waker alone or this loop would spin.
+                let _ = poller::wait(&[self.waker.as_raw_fd()], Interest::Read, Some(self.backoff));
+                self.drain_waker();
+                self.backoff = Duration::ZERO.max(self.backoff);
+            }
+            let ready = match poller::wait(&fds, Interest::Read, Some(Duration::from_secs(1))) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.accept_failed(&e);
+                    continue;
+                }
+            };
+            if ready.last().copied().unwrap_or(false) {
+                self.drain_waker();
+            }
+            let mut failed = false;
+            for i in 0..self.listeners.len() {
+                if ready[i] && !self.shared.shutdown.load(Ordering::SeqCst) {
+                    failed |= !self.accept_from(i);
+                }
+            }
+            if !failed {
+                self.backoff = Duration::ZERO;
+            }
+        }
+    }
+
+    fn drain_waker(&mut self) {
+        let mut sink = [0u8; 64];
+        while matches!(self.waker.read(&mut sink), Ok(n) if n > 0) {}
+    }
+
+    /// Accepts what is pending on listener `i` (a bounded batch, so one busy
+    /// listener cannot starve the others). Returns false after a resource
+    /// error, having set the backoff.
+    fn accept_from(&mut self, i: usize) -> bool {
+        for _ in 0..64 {
+            match self.listeners[i].accept() {
+                Ok((stream, peer)) => self.accepted(stream, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if is_transient(&e) => {}
+                Err(e) => {
+                    self.accept_failed(&e);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// EMFILE, ENFILE, ENOBUFS, ENOMEM: log at most once a second and back
+    /// off, doubling up to a second. Existing connections go on being served.
+    fn accept_failed(&mut self, e: &io::Error) {
+        Metrics::inc(&self.shared.metrics.accept_errors);
+        let now = Instant::now();
+        if self
+            .last_error_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            let more = match self.suppressed {
+                0 => String::new(),
+                n => format!(" ({n} more since the last report)"),
+            };
+            log::error!("accept failed: {e}{more}; backing off");
+            self.last_error_log = Some(now);
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+        self.backoff = (self.backoff * 2)
+            .max(Duration::from_millis(10))
+            .min(MAX_ACCEPT_BACKOFF);
+    }
+
+    fn accepted(&mut self, stream: TcpStream, peer: SocketAddr) {
+        let shared = self.shared;
+        Metrics::inc(&shared.metrics.connections_accepted);
+        if stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        // Responses go out in one write each; Nagle would only delay them.
+        let _ = stream.set_nodelay(true);
+        let open = shared.metrics.connections_open.load(Ordering::Relaxed);
+        let queued = shared.queued.load(Ordering::Relaxed);
+        if open >= self.max_connections || queued >= self.queue {
+            Metrics::inc(&shared.metrics.connections_rejected);
+            log::debug!("{peer}: busy (open {open}, queued {queued}), answered 503");
+            reject(stream);
+            return;
+        }
+        let now = Instant::now();
+        let c = Connection::new(stream, Some(peer), shared.limits, &shared.timeouts, now)
+            .with_gauge(GaugeGuard::new(shared.metrics.clone(), |m| &m.connections_open));
+        submit(shared, c);
+    }
+}
+
+/// Errors that concern one connection only (RFC-less but universal: the
+/// peer reset before accept returned).
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::EPROTO | libc::EINTR | libc::EPERM)
+    ) || e.kind() == io::ErrorKind::Interrupted
+        || e.kind() == io::ErrorKind::ConnectionAborted
+}
+
+fn reject(mut stream: TcpStream) {
+    let _ = stream.write(BUSY);
+    conn::Transport::close(&mut stream);
+}
