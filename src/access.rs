@@ -112,7 +112,9 @@ fn quoted(out: &mut String, v: Option<&str>) {
 /// `127.0.0.1 - - [10/Oct/2000:13:55:36 +0000] "GET / HTTP/1.1" 200 2326 "-" "curl/8" 153`
 pub fn format_line(r: &Record<'_>) -> String {
     let t = Civil::from_unix(r.unix_time);
-    let host = r.peer.map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
+    let host = r
+        .peer
+        .map_or_else(|| "-".to_owned(), |p| p.ip().to_string());
     let mut line = format!(
         "{host} - - [{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000] ",
         t.day,

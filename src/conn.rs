@@ -235,7 +235,14 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                 if wanted {
                     c.http.accept_body();
                     let now = ctx.clock.now();
-                    if write_all(&mut c.io, ctx.clock, &mut [IoSlice::new(CONTINUE)], ctx.timeouts.write).is_err() {
+                    if write_all(
+                        &mut c.io,
+                        ctx.clock,
+                        &mut [IoSlice::new(CONTINUE)],
+                        ctx.timeouts.write,
+                    )
+                    .is_err()
+                    {
                         return Outcome::Close;
                     }
                     c.last_progress = now;
@@ -360,7 +367,11 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 
 /// Runs the handler and writes its response. Returns whether the connection
 /// persists.
-fn respond<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>, mut req: Request) -> bool {
+fn respond<T: Transport, C: Clock>(
+    c: &mut Connection<T>,
+    ctx: &Ctx<'_, C>,
+    mut req: Request,
+) -> bool {
     let started = ctx.clock.now();
     let unix_time = unix_now();
     Metrics::inc(&ctx.metrics.requests);
@@ -382,12 +393,25 @@ fn respond<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>, mut 
     let outcome = c.http.write_head(&resp, closing, &mut head);
     let body = resp.take_body();
     let sent = match (outcome.framing, &body) {
-        (BodyFraming::None, _) => write_all(&mut c.io, ctx.clock, &mut [IoSlice::new(&head)], ctx.timeouts.write).map(|()| 0),
+        (BodyFraming::None, _) => write_all(
+            &mut c.io,
+            ctx.clock,
+            &mut [IoSlice::new(&head)],
+            ctx.timeouts.write,
+        )
+        .map(|()| 0),
         (_, Body::Stream(_)) => {
-            let Body::Stream(reader) = body else { return false };
+            let Body::Stream(reader) = body else {
+                return false;
+            };
             let chunked = outcome.framing == BodyFraming::Chunked;
-            write_all(&mut c.io, ctx.clock, &mut [IoSlice::new(&head)], ctx.timeouts.write)
-                .and_then(|()| stream_body(&mut c.io, ctx, reader, chunked))
+            write_all(
+                &mut c.io,
+                ctx.clock,
+                &mut [IoSlice::new(&head)],
+                ctx.timeouts.write,
+            )
+            .and_then(|()| stream_body(&mut c.io, ctx, reader, chunked))
         }
         (_, body) => {
             let bytes = body.as_slice().unwrap_or_default();
@@ -458,13 +482,21 @@ fn stream_body<T: Transport, C: Clock>(
             Ok(Err(e)) => return Err(e),
             Err(p) => {
                 Metrics::inc(&ctx.metrics.handler_panics);
-                log::error!("response body stream panicked: {}", panic_message(p.as_ref()));
+                log::error!(
+                    "response body stream panicked: {}",
+                    panic_message(p.as_ref())
+                );
                 return Err(io::Error::other("body stream panicked"));
             }
         };
         if n == 0 {
             if chunked {
-                write_all(io, ctx.clock, &mut [IoSlice::new(LAST_CHUNK)], ctx.timeouts.write)?;
+                write_all(
+                    io,
+                    ctx.clock,
+                    &mut [IoSlice::new(LAST_CHUNK)],
+                    ctx.timeouts.write,
+                )?;
             }
             return Ok(total);
         }
@@ -475,11 +507,20 @@ fn stream_body<T: Transport, C: Clock>(
             write_all(
                 io,
                 ctx.clock,
-                &mut [IoSlice::new(&size), IoSlice::new(&buf[..n]), IoSlice::new(b"\r\n")],
+                &mut [
+                    IoSlice::new(&size),
+                    IoSlice::new(&buf[..n]),
+                    IoSlice::new(b"\r\n"),
+                ],
                 ctx.timeouts.write,
             )?;
         } else {
-            write_all(io, ctx.clock, &mut [IoSlice::new(&buf[..n])], ctx.timeouts.write)?;
+            write_all(
+                io,
+                ctx.clock,
+                &mut [IoSlice::new(&buf[..n])],
+                ctx.timeouts.write,
+            )?;
         }
     }
 }
@@ -506,7 +547,9 @@ pub fn write_all<T: Transport, C: Clock>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let now = clock.now();
-                if now >= deadline || !io.wait(Interest::Write, deadline - now)? && clock.now() >= deadline {
+                if now >= deadline
+                    || !io.wait(Interest::Write, deadline - now)? && clock.now() >= deadline
+                {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
             }

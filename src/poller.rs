@@ -8,8 +8,8 @@
 //! block states why it is sound.
 #![allow(unsafe_code)]
 
-use std::collections::{BinaryHeap, HashMap};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -56,7 +56,13 @@ pub fn wait(fds: &[RawFd], interest: Interest, timeout: Option<Duration>) -> io:
         .collect();
     // SAFETY: `pfds` is a valid, exclusively borrowed array of `pfds.len()`
     // pollfd structs for the duration of the call; poll only writes revents.
-    let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms(timeout)) };
+    let n = unsafe {
+        libc::poll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            timeout_ms(timeout),
+        )
+    };
     if n < 0 {
         let e = io::Error::last_os_error();
         if e.kind() == io::ErrorKind::Interrupted {
@@ -136,7 +142,12 @@ impl<T: Parkable> Parker<T> {
             }),
             stop: AtomicBool::new(false),
         };
-        parker.ctl(libc::EPOLL_CTL_ADD, parker.waker_rx.as_raw_fd(), WAKER, libc::EPOLLIN as u32)?;
+        parker.ctl(
+            libc::EPOLL_CTL_ADD,
+            parker.waker_rx.as_raw_fd(),
+            WAKER,
+            libc::EPOLLIN as u32,
+        )?;
         Ok(parker)
     }
 
@@ -358,7 +369,9 @@ mod tests {
         let (c, _c_peer) = UnixStream::pair().expect("pair");
         parker.park(c, far).map_err(|(_, e)| e).expect("park c");
         parker.stop();
-        let (what, _) = rx.recv_timeout(Duration::from_secs(5)).expect("c abandoned");
+        let (what, _) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("c abandoned");
         assert_eq!(what, "abandoned");
         runner.join().expect("runner");
     }
@@ -366,10 +379,20 @@ mod tests {
     #[test]
     fn wait_reports_readiness() {
         let (a, mut b) = UnixStream::pair().expect("pair");
-        let r = wait(&[a.as_raw_fd()], Interest::Read, Some(Duration::from_millis(1))).expect("poll");
+        let r = wait(
+            &[a.as_raw_fd()],
+            Interest::Read,
+            Some(Duration::from_millis(1)),
+        )
+        .expect("poll");
         assert_eq!(r, vec![false]);
         b.write_all(b"x").expect("write");
-        let r = wait(&[a.as_raw_fd()], Interest::Read, Some(Duration::from_secs(5))).expect("poll");
+        let r = wait(
+            &[a.as_raw_fd()],
+            Interest::Read,
+            Some(Duration::from_secs(5)),
+        )
+        .expect("poll");
         assert_eq!(r, vec![true]);
     }
 }

@@ -127,7 +127,10 @@ impl Router {
             if Self::method_matches(&r.method, method) {
                 return Ok(r);
             }
-            for m in [r.method.as_str(), if r.method == "GET" { "HEAD" } else { "" }] {
+            for m in [
+                r.method.as_str(),
+                if r.method == "GET" { "HEAD" } else { "" },
+            ] {
                 if !m.is_empty() && !allowed.contains(&m) {
                     allowed.push(m);
                 }
@@ -182,9 +185,13 @@ mod tests {
 
     fn router() -> Router {
         Router::new()
-            .prefix("GET", "/a/", |_: &mut Request| Response::text(200, "prefix a"))
+            .prefix("GET", "/a/", |_: &mut Request| {
+                Response::text(200, "prefix a")
+            })
             .get("/a/x", |_: &mut Request| Response::text(200, "exact"))
-            .prefix("GET", "/a/long/", |_: &mut Request| Response::text(200, "prefix long"))
+            .prefix("GET", "/a/long/", |_: &mut Request| {
+                Response::text(200, "prefix long")
+            })
             .post("/echo", |_: &mut Request| Response::text(200, "echo"))
             .put("/echo", |_: &mut Request| Response::text(200, "echo"))
     }
@@ -198,7 +205,10 @@ mod tests {
         let r = router();
         assert_eq!(body(&r.handle(&mut req("GET", "/a/x"))), b"exact");
         assert_eq!(body(&r.handle(&mut req("GET", "/a/y"))), b"prefix a");
-        assert_eq!(body(&r.handle(&mut req("GET", "/a/long/z?q=1"))), b"prefix long");
+        assert_eq!(
+            body(&r.handle(&mut req("GET", "/a/long/z?q=1"))),
+            b"prefix long"
+        );
         assert_eq!(body(&r.handle(&mut req("HEAD", "/a/x"))), b"exact");
     }
 

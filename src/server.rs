@@ -311,9 +311,12 @@ impl Acceptor<'_> {
             if !self.backoff.is_zero() {
                 // Out of descriptors: the listeners stay readable, so wait on
                 // the waker alone or this loop would spin.
-                let _ = poller::wait(&[self.waker.as_raw_fd()], Interest::Read, Some(self.backoff));
+                let _ = poller::wait(
+                    &[self.waker.as_raw_fd()],
+                    Interest::Read,
+                    Some(self.backoff),
+                );
                 self.drain_waker();
-                self.backoff = Duration::ZERO.max(self.backoff);
             }
             let ready = match poller::wait(&fds, Interest::Read, Some(Duration::from_secs(1))) {
                 Ok(r) => r,
@@ -326,8 +329,8 @@ impl Acceptor<'_> {
                 self.drain_waker();
             }
             let mut failed = false;
-            for i in 0..self.listeners.len() {
-                if ready[i] && !self.shared.shutdown.load(Ordering::SeqCst) {
+            for (i, _) in ready.iter().enumerate().filter(|(_, r)| **r) {
+                if i < self.listeners.len() && !self.shared.shutdown.load(Ordering::SeqCst) {
                     failed |= !self.accept_from(i);
                 }
             }
@@ -402,7 +405,9 @@ impl Acceptor<'_> {
         }
         let now = Instant::now();
         let c = Connection::new(stream, Some(peer), shared.limits, &shared.timeouts, now)
-            .with_gauge(GaugeGuard::new(shared.metrics.clone(), |m| &m.connections_open));
+            .with_gauge(GaugeGuard::new(shared.metrics.clone(), |m| {
+                &m.connections_open
+            }));
         submit(shared, c);
     }
 }

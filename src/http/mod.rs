@@ -93,7 +93,7 @@ pub enum Phase {
 enum State {
     RecvHead,
     RecvBody {
-        head: Head,
+        head: Box<Head>,
         decoder: Decoder,
         body: Vec<u8>,
         expect_pending: bool,
@@ -236,7 +236,10 @@ impl Conn {
             // RFC 9112 §2.2: empty lines before a request line are ignored.
             // They stay part of this head (httparse skips them too), so they
             // count against its limit and its deadline.
-            self.scan = data.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+            self.scan = data
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
         }
         match find_head_end(data, self.scan) {
             Ok(len) if len > self.limits.max_head_bytes => {
@@ -303,7 +306,7 @@ impl Conn {
             _ => 0,
         };
         self.state = State::RecvBody {
-            head,
+            head: Box::new(head),
             decoder,
             body: Vec::with_capacity(capacity),
             expect_pending,
@@ -338,7 +341,7 @@ impl Conn {
         else {
             return Event::NeedMore;
         };
-        self.deliver(head, body)
+        self.deliver(*head, body)
     }
 
     fn deliver(&mut self, head: Head, body: Vec<u8>) -> Event {
@@ -367,13 +370,12 @@ impl Conn {
     /// request without its body, to be answered and then closed, since the
     /// client may send the body anyway (RFC 9110 §10.1.1).
     pub fn reject_body(&mut self) -> Option<Request> {
-        let State::RecvBody { head, .. } = std::mem::replace(
-            &mut self.state,
-            State::MustClose { error_info: None },
-        ) else {
+        let State::RecvBody { head, .. } =
+            std::mem::replace(&mut self.state, State::MustClose { error_info: None })
+        else {
             return None;
         };
-        let Event::Request(req) = self.deliver(head, Vec::new()) else {
+        let Event::Request(req) = self.deliver(*head, Vec::new()) else {
             return None;
         };
         if let State::SendResponse { info } = &mut self.state {
@@ -425,7 +427,10 @@ impl Conn {
 /// Accepts LF as well as CRLF line ends (RFC 9112 §2.2), as httparse does.
 fn find_head_end(data: &[u8], from: usize) -> Result<usize, usize> {
     let mut i = from;
-    while let Some(off) = data.get(i..).and_then(|rest| rest.iter().position(|&b| b == b'\n')) {
+    while let Some(off) = data
+        .get(i..)
+        .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
+    {
         let lf = i + off;
         match (data.get(lf + 1), data.get(lf + 2)) {
             (Some(b'\n'), _) => return Ok(lf + 2),

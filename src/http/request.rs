@@ -274,7 +274,9 @@ fn check_target(method: &str, target: &str) -> Result<(), Error> {
             .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(""))
             .unwrap_or("");
         if authority.is_empty() || !authority.bytes().all(is_host_byte) {
-            return Err(Error::Malformed("invalid authority in absolute-form target"));
+            return Err(Error::Malformed(
+                "invalid authority in absolute-form target",
+            ));
         }
         return Ok(());
     }
@@ -312,7 +314,9 @@ fn framing(version: Version, headers: &Headers) -> Result<Framing, Error> {
         // §6.1: a server MAY reject TE with CL outright; we must, for we
         // cannot know which one an upstream intermediary obeyed.
         if has_cl {
-            return Err(Error::Malformed("both Content-Length and Transfer-Encoding"));
+            return Err(Error::Malformed(
+                "both Content-Length and Transfer-Encoding",
+            ));
         }
         // §6.1: TE in a 1.0 message means the framing is faulty.
         if version == Version::Http10 {

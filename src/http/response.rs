@@ -384,7 +384,12 @@ pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 mod tests {
     use super::*;
 
-    fn head(resp: &Response, version: Version, head_only: bool, keep_alive: bool) -> (String, HeadOutcome) {
+    fn head(
+        resp: &Response,
+        version: Version,
+        head_only: bool,
+        keep_alive: bool,
+    ) -> (String, HeadOutcome) {
         let mut out = Vec::new();
         let o = write_head(
             resp,
@@ -407,7 +412,13 @@ mod tests {
         assert!(h.contains("\r\nServer: corral/"), "{h}");
         assert!(!h.contains("Connection"), "{h}");
         assert!(h.ends_with("\r\n\r\n"));
-        assert_eq!(o, HeadOutcome { framing: BodyFraming::Sized, keep_alive: true });
+        assert_eq!(
+            o,
+            HeadOutcome {
+                framing: BodyFraming::Sized,
+                keep_alive: true
+            }
+        );
     }
 
     #[test]
@@ -420,7 +431,12 @@ mod tests {
     #[test]
     fn no_content_statuses_have_no_length() {
         for status in [204, 304] {
-            let (h, o) = head(&Response::new(status).with_body("x"), Version::Http11, false, true);
+            let (h, o) = head(
+                &Response::new(status).with_body("x"),
+                Version::Http11,
+                false,
+                true,
+            );
             assert!(!h.contains("Content-Length"), "{h}");
             assert_eq!(o.framing, BodyFraming::None);
         }
@@ -431,10 +447,22 @@ mod tests {
         let r = Response::new(200).with_body(Body::Stream(Box::new(std::io::empty())));
         let (h, o) = head(&r, Version::Http11, false, true);
         assert!(h.contains("Transfer-Encoding: chunked\r\n"));
-        assert_eq!(o, HeadOutcome { framing: BodyFraming::Chunked, keep_alive: true });
+        assert_eq!(
+            o,
+            HeadOutcome {
+                framing: BodyFraming::Chunked,
+                keep_alive: true
+            }
+        );
         let (h, o) = head(&r, Version::Http10, false, true);
         assert!(h.contains("Connection: close\r\n") && !h.contains("Transfer-Encoding"));
-        assert_eq!(o, HeadOutcome { framing: BodyFraming::UntilClose, keep_alive: false });
+        assert_eq!(
+            o,
+            HeadOutcome {
+                framing: BodyFraming::UntilClose,
+                keep_alive: false
+            }
+        );
     }
 
     #[test]
