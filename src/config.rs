@@ -349,8 +349,7 @@ static OPTIONS: &[OptSpec] = &[
     OptSpec {
         name: "listen",
         value: "ADDR",
-        help:
-            "IP address and port to listen on, e.g. [::1]:8080; repeat or comma-separate for more",
+        help: "IP address and port, e.g. [::1]:8080; repeat or comma-separate for more",
         is_limit: false,
         set: Set::List {
             clear: |c| c.listen.clear(),
@@ -364,7 +363,7 @@ static OPTIONS: &[OptSpec] = &[
     OptSpec {
         name: "workers",
         value: "N",
-        help: "worker threads (default: 4 per CPU, at least 8)",
+        help: "worker threads; by default 4 per CPU, at least 8",
         is_limit: true,
         set: Set::One(|c, v| {
             c.workers = count_in(v, 1, MAX_WORKERS)?;
@@ -534,8 +533,9 @@ static OPTIONS: &[OptSpec] = &[
 const ENV_PREFIX: &str = "CORRAL_";
 /// The environment variable naming a config file.
 const ENV_CONFIG: &str = "CORRAL_CONFIG";
-/// Flags that are not options: they steer `from_sources` itself. Listed for
-/// typo suggestions.
+/// Flags that steer `from_sources` itself and take no value.
+const BARE_FLAGS: &[&str] = &["check-config", "help", "version"];
+/// Every flag that is not an option, for typo suggestions.
 const META_FLAGS: &[&str] = &["config", "check-config", "help", "version"];
 
 /// `CORRAL_` followed by the name uppercased, `-` turned into `_`.
@@ -1012,14 +1012,18 @@ struct Args {
 /// at; errors in arguments before them are still reported. A flag's value
 /// may not start with `--` (`--workers --queue 8` is a missing value); write
 /// `--name=--odd-value` for that.
+///
+/// `main` should collect `args` and `env` with `std::env::args_os` and
+/// `std::env::vars_os`: the plain versions panic on a value that is not
+/// UTF-8, where a clear error belongs.
 pub fn from_sources(
     args: &[String],
     env: &[(String, String)],
     read_file: &dyn Fn(&Path) -> io::Result<String>,
 ) -> Result<Command, ConfigError> {
     let args = match parse_args(args)? {
-        Ok(args) => args,
-        Err(command) => return Ok(command),
+        CommandLine::Options(args) => args,
+        CommandLine::Print(command) => return Ok(command),
     };
     let (env_assignments, env_config_file) = parse_env(env)?;
     let file_assignments = match args.config_file.or(env_config_file) {
@@ -1071,9 +1075,16 @@ fn apply(config: &mut Config, assignments: &[Assignment]) -> Result<(), ConfigEr
     Ok(())
 }
 
-/// Reads the command line. `Err(command)` means `--help` or `--version`
-/// was found and nothing else matters.
-fn parse_args(args: &[String]) -> Result<Result<Args, Command>, ConfigError> {
+/// What the command line asks for.
+enum CommandLine {
+    /// Run or check a configuration built from these options.
+    Options(Args),
+    /// `--help` or `--version`: print and exit, nothing else matters.
+    Print(Command),
+}
+
+/// Reads the command line.
+fn parse_args(args: &[String]) -> Result<CommandLine, ConfigError> {
     let mut parsed = Args {
         assignments: Vec::new(),
         config_file: None,
@@ -1082,8 +1093,8 @@ fn parse_args(args: &[String]) -> Result<Result<Args, Command>, ConfigError> {
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
-            "-h" | "--help" => return Ok(Err(Command::Help(help_text()))),
-            "-V" | "--version" => return Ok(Err(Command::Version(version_text()))),
+            "-h" | "--help" => return Ok(CommandLine::Print(Command::Help(help_text()))),
+            "-V" | "--version" => return Ok(CommandLine::Print(Command::Version(version_text()))),
             "--check-config" => {
                 parsed.check_config = true;
                 continue;
@@ -1103,15 +1114,15 @@ fn parse_args(args: &[String]) -> Result<Result<Args, Command>, ConfigError> {
             Some((name, value)) => (name, Some(value)),
             None => (body, None),
         };
-        if let Some(&flag) = META_FLAGS.iter().find(|&&m| m == name && m != "config") {
-            // --help=x and friends; the bare forms were handled above.
+        if let Some(&flag) = BARE_FLAGS.iter().find(|&&bare| bare == name) {
+            // Only `--help=x` and the like get here; the bare forms matched above.
             return Err(ConfigError::UnexpectedValue { flag });
         }
         let (option, flag, placeholder) = if name == "config" {
             (None, "config", "FILE")
         } else {
             let index = find_option(name).ok_or_else(|| ConfigError::UnknownFlag {
-                flag: arg.split('=').next().unwrap_or(arg).to_string(),
+                flag: format!("--{name}"),
                 suggestion: suggest(name, META_FLAGS),
             })?;
             (Some(index), OPTIONS[index].name, OPTIONS[index].value)
@@ -1140,10 +1151,23 @@ fn parse_args(args: &[String]) -> Result<Result<Args, Command>, ConfigError> {
                     origin: Origin::Flag,
                 })
             }
-            None => parsed.config_file = Some(value),
+            None => parsed.config_file = Some(config_path(value, Origin::Flag)?),
         }
     }
-    Ok(Ok(parsed))
+    Ok(CommandLine::Options(parsed))
+}
+
+/// A config file path as given, which must not be empty.
+fn config_path(value: String, origin: Origin) -> Result<String, ConfigError> {
+    if value.is_empty() {
+        return Err(ConfigError::InvalidValue {
+            option: "config",
+            origin,
+            value,
+            reason: "expected a file path".to_string(),
+        });
+    }
+    Ok(value)
 }
 
 /// Reads the `CORRAL_*` variables: the assignments, and the config file
@@ -1156,7 +1180,8 @@ fn parse_env(env: &[(String, String)]) -> Result<(Vec<Assignment>, Option<String
             continue;
         }
         if var == ENV_CONFIG {
-            if config_file.replace(value.clone()).is_some() {
+            let path = config_path(value.clone(), Origin::Env(var.clone()))?;
+            if config_file.replace(path).is_some() {
                 return Err(ConfigError::Repeated {
                     option: "config",
                     origin: Origin::Env(var.clone()),
@@ -1670,6 +1695,13 @@ mod tests {
         assert!(e.starts_with("missing value for --workers"), "{e}");
         let e = fails(&["--config"], &[], None);
         assert!(e.starts_with("missing value for --config"), "{e}");
+        let e = fails(&["--config="], &[], None);
+        assert_eq!(e, "invalid value \"\" for --config: expected a file path");
+        let e = fails(&[], &[("CORRAL_CONFIG", "")], None);
+        assert!(
+            e.starts_with("environment CORRAL_CONFIG: invalid value"),
+            "{e}"
+        );
         let e = fails(&["--help=yes"], &[], None);
         assert!(e.contains("--help takes no value"), "{e}");
         // A single dash is a value, and this one is a bad one.

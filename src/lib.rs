@@ -1,6 +1,67 @@
+//! corral: a hardened, synchronous, multithreaded HTTP/1.1 server.
+//!
+//! Handlers are plain functions on a bounded pool of worker threads; they
+//! may block for seconds on an expensive computation. Connections that are
+//! idle, silent or slow wait in a parker (`epoll`) instead of holding a
+//! worker, every phase of a connection has a deadline, and every buffer has
+//! a limit, so the server keeps answering whatever its clients do.
+//!
+//! In scope: HTTP/1.1 and 1.0 over TCP (keep-alive, pipelining,
+//! `100-continue`, chunked bodies both ways), graceful shutdown, an access
+//! log. Out of scope: TLS (terminate it in front), HTTP/2, `CONNECT`,
+//! request bodies larger than the configured limit (each body is read whole
+//! before its handler runs).
+//!
+//! The protocol code is sans-IO: [`http::Conn`] takes bytes and says what
+//! they mean, so it can be driven without a socket:
+//!
+//! ```
+//! use corral::http::{Conn, Event, Limits};
+//! use corral::Response;
+//!
+//! let mut conn = Conn::new(Limits::default(), None);
+//! let wire = b"GET /healthz HTTP/1.1\r\nHost: example.com\r\n\r\n";
+//! conn.read_with(|buf| {
+//!     buf[..wire.len()].copy_from_slice(wire);
+//!     Ok::<_, ()>(wire.len())
+//! })
+//! .unwrap();
+//! let Event::Request(req) = conn.poll() else { panic!("expected a request") };
+//! assert_eq!((req.method(), req.path()), ("GET", "/healthz"));
+//!
+//! let mut out = Vec::new();
+//! conn.write_head(&Response::text(200, "ok"), false, &mut out);
+//! let head = String::from_utf8(out).unwrap();
+//! assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
+//! assert!(head.contains("\r\nContent-Length: 2\r\n"));
+//! conn.response_sent();
+//! assert!(matches!(conn.poll(), Event::NeedMore));
+//! ```
+//!
+//! A server with handlers of your own:
+//!
+//! ```no_run
+//! use corral::config::Config;
+//! use corral::server::Server;
+//! use corral::{Request, Response, Router};
+//!
+//! let router = Router::new()
+//!     .get("/hello", |req: &mut Request| {
+//!         let name = req.query("name").unwrap_or_else(|| "world".into());
+//!         Response::text(200, format!("hello, {name}\n"))
+//!     });
+//! let config = Config {
+//!     listen: vec!["127.0.0.1:8080".parse().unwrap()],
+//!     ..Config::default()
+//! };
+//! let server = Server::bind(config, router)?;
+//! let stop = server.shutdown_handle(); // stop.shutdown() from any thread
+//! server.run()?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
-//! corral
+
 pub mod access;
 pub mod app;
 pub mod config;

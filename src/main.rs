@@ -10,8 +10,29 @@ use corral::server::Server;
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let env: Vec<(String, String)> = std::env::vars().collect();
+    let args: Vec<String> = match std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect()
+    {
+        Ok(args) => args,
+        Err(bad) => {
+            eprintln!("corral: argument {bad:?} is not valid UTF-8");
+            return ExitCode::from(2);
+        }
+    };
+    // Variables of other programs may hold any bytes; only ours must be text.
+    let mut env: Vec<(String, String)> = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        match (name.into_string(), value.into_string()) {
+            (Ok(n), Ok(v)) => env.push((n, v)),
+            (Ok(n), Err(_)) if n.starts_with("CORRAL_") => {
+                eprintln!("corral: environment {n} is not valid UTF-8");
+                return ExitCode::from(2);
+            }
+            _ => {}
+        }
+    }
     let command = match config::from_sources(&args, &env, &|p| std::fs::read_to_string(p)) {
         Ok(c) => c,
         Err(e) => {

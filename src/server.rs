@@ -101,6 +101,9 @@ impl Server {
     /// Binds every listen address in `config`. Nothing is served until
     /// [`Server::run`].
     pub fn bind(config: Config, handler: impl Handler) -> io::Result<Server> {
+        config
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let listeners = config
             .listen
             .iter()
