@@ -292,8 +292,16 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let wait = linger.min(deadline - now);
-                if wait.is_zero() || (ctx.others_waiting)() {
+                // Once shutdown begins the parker is gone, so a request under
+                // way keeps its worker until it completes or its deadline
+                // passes (idle connections were closed above).
+                let draining = ctx.shutdown.load(Ordering::Relaxed);
+                let wait = if draining {
+                    deadline - now
+                } else {
+                    linger.min(deadline - now)
+                };
+                if !draining && (wait.is_zero() || (ctx.others_waiting)()) {
                     c.http.shrink_idle();
                     return Outcome::Park(deadline);
                 }

@@ -21,14 +21,14 @@ use threadpool::ThreadPool;
 use crate::access::AccessLog;
 use crate::config::Config;
 use crate::conn::{self, Connection, Ctx, Outcome, SystemClock, Timeouts};
-use crate::http::Limits;
+use crate::http::{Limits, Phase};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::poller::{self, Dispatch, Interest, Parker};
 use crate::router::Handler;
 
 /// The reply to a connection the server has no room for. Sent in one write
 /// on a fresh socket, whose send buffer is empty, so it cannot block.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 20\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver is busy, retry";
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver is busy, retry";
 
 /// How often the parker wakes even when nothing happens: its heartbeat.
 const PARKER_TICK: Duration = Duration::from_secs(1);
@@ -255,13 +255,21 @@ impl Dispatch<Conn> for ParkerEvents<'_> {
         Metrics::dec(&self.0.metrics.connections_parked);
         let shared = self.0;
         let (_, expiry) = c.deadline(&shared.timeouts);
-        // The socket's send buffer is empty while it is parked, so the short
-        // 408 goes out without waiting.
-        conn::expire(&mut c, &ctx(shared, &|| true), expiry);
+        // The parker serves every parked connection, so it must not wait on
+        // one: the short 408 gets one try at the send buffer, which is empty
+        // unless the client stopped reading earlier responses.
+        let mut ctx = ctx(shared, &|| true);
+        ctx.timeouts.write = Duration::from_millis(1);
+        conn::expire(&mut c, &ctx, expiry);
     }
 
-    fn abandoned(&self, _c: Conn) {
+    fn abandoned(&self, c: Conn) {
         Metrics::dec(&self.0.metrics.connections_parked);
+        // Shutdown: a request under way is finished by a worker, which no
+        // longer parks it; an idle connection just closes.
+        if in_flight(&c) {
+            submit(self.0, c);
+        }
     }
 }
 
@@ -287,12 +295,29 @@ fn submit(shared: &Arc<Shared>, mut c: Conn) {
         match conn::serve(&mut c, &ctx(&s, &others_waiting)) {
             Outcome::Close => {}
             Outcome::Park(deadline) => {
-                if s.parker.park(c, deadline).is_ok() {
-                    Metrics::inc(&s.metrics.connections_parked);
+                // Counted before parking: the parker may hand it back (and
+                // count it out) before `park` even returns.
+                Metrics::inc(&s.metrics.connections_parked);
+                match s.parker.park(c, deadline) {
+                    Ok(()) => {}
+                    // Shutdown began after `serve` chose to park: the parker
+                    // is stopping, so finish the request on a worker instead.
+                    Err((c, _)) => {
+                        Metrics::dec(&s.metrics.connections_parked);
+                        if in_flight(&c) && s.shutdown.load(Ordering::SeqCst) {
+                            submit(&s, c);
+                        }
+                    }
                 }
             }
         }
     });
+}
+
+/// Whether part of a request has arrived on `c`, so shutdown must let it
+/// finish rather than close it.
+fn in_flight(c: &Conn) -> bool {
+    matches!(c.phase(), Phase::Head | Phase::Body)
 }
 
 struct Acceptor<'a> {

@@ -1,0 +1,19 @@
+//! Black-box tests: the real server on `127.0.0.1:0`, spoken to through raw
+//! `TcpStream`s with read timeouts (a hang fails fast), through `ureq`, and
+//! as a child process for the binary's own behaviour (signals, descriptor
+//! exhaustion, the command line). One test binary, a module per area.
+
+mod support;
+
+mod bodies;
+mod cli;
+mod emfile;
+mod expect;
+mod head;
+mod http_client;
+mod keepalive;
+mod overload;
+mod pipeline;
+mod protocol_errors;
+mod shutdown;
+mod slow_clients;
