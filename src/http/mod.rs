@@ -123,6 +123,9 @@ pub struct Conn {
     /// Offset from `start` where the search for the end of the head resumes,
     /// so a head trickling in byte by byte is scanned once, not once a byte.
     scan: usize,
+    /// Whether a byte other than CR or LF has arrived for this head; until
+    /// then `scan` counts the empty lines before the request line.
+    in_head: bool,
     /// The outcome of the head being sent, until [`Conn::response_sent`].
     sending: Option<HeadOutcome>,
 }
@@ -138,6 +141,7 @@ impl Conn {
             start: 0,
             end: 0,
             scan: 0,
+            in_head: false,
             sending: None,
         }
     }
@@ -232,14 +236,15 @@ impl Conn {
 
     fn poll_head(&mut self) -> Event {
         let data = &self.buf[self.start..self.end];
-        if self.scan == 0 {
+        if !self.in_head {
             // RFC 9112 §2.2: empty lines before a request line are ignored.
             // They stay part of this head (httparse skips them too), so they
             // count against its limit and its deadline.
-            self.scan = data
+            self.scan += data[self.scan..]
                 .iter()
                 .take_while(|&&b| b == b'\r' || b == b'\n')
                 .count();
+            self.in_head = self.scan < data.len();
         }
         match find_head_end(data, self.scan) {
             Ok(len) if len > self.limits.max_head_bytes => {
@@ -255,6 +260,7 @@ impl Conn {
                 );
                 self.start += len;
                 self.scan = 0;
+                self.in_head = false;
                 match parsed {
                     Ok(head) => self.start_body(head),
                     Err(e) => self.fail(e),
@@ -279,7 +285,7 @@ impl Conn {
             .skip_while(|&&b| b == b'\r' || b == b'\n')
             .position(|&b| b == b'\n');
         match line_end {
-            Some(i) if i <= self.limits.max_head_bytes => Error::HeadTooLarge,
+            Some(i) if i < self.limits.max_head_bytes => Error::HeadTooLarge,
             _ => Error::UriTooLong,
         }
     }
@@ -414,6 +420,7 @@ impl Conn {
             _ => State::MustClose { error_info: None },
         };
         self.scan = 0;
+        self.in_head = false;
     }
 
     /// The response that reports `e` to the peer.
@@ -441,3 +448,6 @@ fn find_head_end(data: &[u8], from: usize) -> Result<usize, usize> {
     }
     Err(data.len().max(from))
 }
+
+#[cfg(test)]
+mod tests;
