@@ -788,9 +788,8 @@ fn leading_empty_lines_whole() {
     }
 }
 
-/// The same, split: when a read ends inside the empty lines, `poll_head`
-/// resumes its scan at an LF among them, takes the next empty line for the
-/// end of a head, and answers 400 for that empty head.
+/// The same, split: a read that ends inside the empty lines must not make
+/// the next empty line look like the end of an (empty) head.
 #[test]
 fn leading_empty_lines() {
     check(&[
