@@ -64,6 +64,7 @@
 
 pub mod access;
 pub mod app;
+pub mod arrays;
 pub mod config;
 pub mod conn;
 pub mod http;
