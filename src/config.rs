@@ -156,6 +156,43 @@ const MAX_HEADERS: usize = 10_000;
 /// fails closed.
 const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The operator's endpoints listen on loopback beside the public port, the
+/// port Prometheus' own exporters conventionally take (9090 and up).
+const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    9090,
+));
+
+/// Room for dozens of the multi-megabyte arrays the cache exists for on a
+/// modest machine; size it to yours (and `MemoryMax=` above it).
+const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+
+/// A quarter of the default budget, so one value cannot flush most of the
+/// cache. memcached caps items at 1 MB; our values are larger, so the cap
+/// follows the budget instead.
+const DEFAULT_CACHE_MAX_ENTRY_BYTES: usize = 64 << 20;
+
+/// Values take seconds; 30 s stays under the 60 s `proxy_read_timeout` of an
+/// nginx in front. nginx's own `proxy_cache_lock_timeout` is 5 s, but its
+/// waiters then go to the upstream themselves; ours have no such fallback.
+const DEFAULT_CACHE_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A failing key is retried about once a second, not in a hot loop, and a
+/// transient failure clears before a client's retry.
+const DEFAULT_CACHE_ERROR_TTL: Duration = Duration::from_secs(1);
+
+/// 10^8: the sieve takes about a second and 50 MB while it runs, and the
+/// answer (5.76 million primes) is 23 MB as raw u32.
+const DEFAULT_MAX_PRIMES_BELOW: u32 = 100_000_000;
+
+/// 2048 × 2048: 16 MiB of u32 counts.
+const DEFAULT_MAX_PIXELS: usize = 2048 * 2048;
+
+/// With the largest image, about 2 × 10^10 iterations at worst: tens of
+/// seconds on one core, which the compute-concurrency limit keeps to a few
+/// cores at once.
+const DEFAULT_MAX_ITERATIONS: u32 = 5000;
+
 // ---------------------------------------------------------------------------
 // The configuration itself.
 
@@ -193,6 +230,24 @@ pub struct Config {
     pub access_log: AccessLogTarget,
     /// Most verbose level of the server log.
     pub log_level: LevelFilter,
+    /// Where the operator's endpoints listen; `None` turns them off.
+    pub admin_listen: Option<SocketAddr>,
+    /// Byte budget of the shared cache.
+    pub cache_bytes: usize,
+    /// Larger values are served but not stored.
+    pub cache_max_entry_bytes: usize,
+    /// How long a request waits for a value another request is computing.
+    pub cache_wait_timeout: Duration,
+    /// How long a failed computation is remembered; zero remembers nothing.
+    pub cache_error_ttl: Duration,
+    /// Computations running at once.
+    pub compute_concurrency: usize,
+    /// Largest `below` of `/primes`.
+    pub max_primes_below: u32,
+    /// Largest `width × height` of `/mandelbrot`.
+    pub max_pixels: usize,
+    /// Largest `max_iter` of `/mandelbrot`.
+    pub max_iterations: u32,
 }
 
 /// Where access log lines go.
@@ -226,6 +281,15 @@ impl Default for Config {
             // should still see traffic, and journald keeps it.
             access_log: AccessLogTarget::Stderr,
             log_level: LevelFilter::Info,
+            admin_listen: Some(DEFAULT_ADMIN_LISTEN),
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            cache_max_entry_bytes: DEFAULT_CACHE_MAX_ENTRY_BYTES,
+            cache_wait_timeout: DEFAULT_CACHE_WAIT_TIMEOUT,
+            cache_error_ttl: DEFAULT_CACHE_ERROR_TTL,
+            compute_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_primes_below: DEFAULT_MAX_PRIMES_BELOW,
+            max_pixels: DEFAULT_MAX_PIXELS,
+            max_iterations: DEFAULT_MAX_ITERATIONS,
         }
     }
 }
@@ -263,7 +327,26 @@ impl Config {
                 format_duration(self.idle_timeout),
             )));
         }
+        // The operator's endpoints must never be reachable on the public port.
+        if let Some(admin) = self.admin_listen {
+            if admin.port() != 0 && self.listen.contains(&admin) {
+                return Err(ConfigError::Invalid(format!(
+                    "admin-listen ({admin}) must differ from every listen address"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The shared cache's limits.
+    pub fn cache_config(&self) -> crate::cache::CacheConfig {
+        crate::cache::CacheConfig {
+            max_bytes: self.cache_bytes as u64,
+            max_entry_bytes: self.cache_max_entry_bytes as u64,
+            wait_timeout: self.cache_wait_timeout,
+            error_ttl: self.cache_error_ttl,
+            compute_concurrency: self.compute_concurrency,
+        }
     }
 
     /// One line for the start-up log: workers, queue, connections, timeouts
@@ -526,6 +609,115 @@ static OPTIONS: &[OptSpec] = &[
             Ok(())
         }),
         show: |c| c.log_level.as_str().to_ascii_lowercase(),
+    },
+    OptSpec {
+        name: "admin-listen",
+        value: "ADDR",
+        help: "where /metrics, /status and /cache/purge listen (never the public port), or off",
+        is_limit: false,
+        set: Set::One(|c, v| {
+            c.admin_listen = match v.trim() {
+                "off" => None,
+                addr => Some(parse_listen_addr(addr)?),
+            };
+            Ok(())
+        }),
+        show: |c| {
+            c.admin_listen
+                .map_or_else(|| "off".to_string(), |a| a.to_string())
+        },
+    },
+    OptSpec {
+        name: "cache-bytes",
+        value: "SIZE",
+        help: "byte budget of the shared cache",
+        is_limit: true,
+        set: Set::One(|c, v| {
+            c.cache_bytes = size_in(v, 0)?;
+            Ok(())
+        }),
+        show: |c| format_size(c.cache_bytes),
+    },
+    OptSpec {
+        name: "cache-max-entry-bytes",
+        value: "SIZE",
+        help: "larger values are served but not stored",
+        is_limit: true,
+        set: Set::One(|c, v| {
+            c.cache_max_entry_bytes = size_in(v, 0)?;
+            Ok(())
+        }),
+        show: |c| format_size(c.cache_max_entry_bytes),
+    },
+    OptSpec {
+        name: "cache-wait-timeout",
+        value: "DURATION",
+        help: "how long a request waits for a value another request is computing (then 503)",
+        is_limit: true,
+        set: Set::One(|c, v| {
+            c.cache_wait_timeout = timeout(v)?;
+            Ok(())
+        }),
+        show: |c| format_duration(c.cache_wait_timeout),
+    },
+    OptSpec {
+        name: "cache-error-ttl",
+        value: "DURATION",
+        help: "how long a failed computation is remembered (jittered); 0 remembers nothing",
+        is_limit: true,
+        set: Set::One(|c, v| {
+            let d = parse_duration(v)?;
+            if d > MAX_TIMEOUT {
+                return Err(format!("must be at most {}", format_duration(MAX_TIMEOUT)));
+            }
+            c.cache_error_ttl = d;
+            Ok(())
+        }),
+        show: |c| format_duration(c.cache_error_ttl),
+    },
+    OptSpec {
+        name: "compute-concurrency",
+        value: "N",
+        help: "computations running at once; by default the number of CPUs",
+        is_limit: true,
+        set: Set::One(|c, v| {
+            c.compute_concurrency = count_in(v, 1, MAX_WORKERS)?;
+            Ok(())
+        }),
+        show: |c| c.compute_concurrency.to_string(),
+    },
+    OptSpec {
+        name: "max-primes-below",
+        value: "N",
+        help: "largest `below` that /primes accepts",
+        is_limit: true,
+        set: Set::One(|c, v| {
+            c.max_primes_below = count_in(v, 0, u32::MAX as usize)? as u32;
+            Ok(())
+        }),
+        show: |c| c.max_primes_below.to_string(),
+    },
+    OptSpec {
+        name: "max-pixels",
+        value: "N",
+        help: "largest width × height that /mandelbrot accepts",
+        is_limit: true,
+        set: Set::One(|c, v| {
+            c.max_pixels = count_in(v, 1, 1 << 28)?;
+            Ok(())
+        }),
+        show: |c| c.max_pixels.to_string(),
+    },
+    OptSpec {
+        name: "max-iterations",
+        value: "N",
+        help: "largest max_iter that /mandelbrot accepts",
+        is_limit: true,
+        set: Set::One(|c, v| {
+            c.max_iterations = count_in(v, 1, 1_000_000)? as u32;
+            Ok(())
+        }),
+        show: |c| c.max_iterations.to_string(),
     },
 ];
 
@@ -1023,7 +1215,7 @@ pub fn from_sources(
 ) -> Result<Command, ConfigError> {
     let args = match parse_args(args)? {
         CommandLine::Options(args) => args,
-        CommandLine::Print(command) => return Ok(command),
+        CommandLine::Print(command) => return Ok(*command),
     };
     let (env_assignments, env_config_file) = parse_env(env)?;
     let file_assignments = match args.config_file.or(env_config_file) {
@@ -1080,7 +1272,7 @@ enum CommandLine {
     /// Run or check a configuration built from these options.
     Options(Args),
     /// `--help` or `--version`: print and exit, nothing else matters.
-    Print(Command),
+    Print(Box<Command>),
 }
 
 /// Reads the command line.
@@ -1093,8 +1285,12 @@ fn parse_args(args: &[String]) -> Result<CommandLine, ConfigError> {
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         match arg.as_str() {
-            "-h" | "--help" => return Ok(CommandLine::Print(Command::Help(help_text()))),
-            "-V" | "--version" => return Ok(CommandLine::Print(Command::Version(version_text()))),
+            "-h" | "--help" => return Ok(CommandLine::Print(Box::new(Command::Help(help_text())))),
+            "-V" | "--version" => {
+                return Ok(CommandLine::Print(Box::new(Command::Version(
+                    version_text(),
+                ))))
+            }
             "--check-config" => {
                 parsed.check_config = true;
                 continue;
@@ -1750,7 +1946,7 @@ mod tests {
             .map(|o| o.name)
             .filter(|n| n.ends_with("-timeout"))
             .collect();
-        assert_eq!(timeouts.len(), 6);
+        assert_eq!(timeouts.len(), 7);
         for name in timeouts {
             let e = fails(&[&format!("--{name}=0s")], &[], None);
             assert!(e.contains("greater than zero"), "{name}: {e}");

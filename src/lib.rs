@@ -63,8 +63,11 @@
 #![deny(unsafe_code)]
 
 pub mod access;
+pub mod admin;
 pub mod app;
 pub mod arrays;
+pub mod cache;
+pub mod cached;
 pub mod config;
 pub mod conn;
 pub mod http;

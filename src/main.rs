@@ -4,7 +4,13 @@
 
 use std::process::ExitCode;
 
+use std::net::TcpListener;
+use std::time::Instant;
+
 use corral::access::AccessLog;
+use corral::admin::{self, AdminState};
+use corral::app::{self, AppLimits};
+use corral::cached;
 use corral::config::{self, AccessLogTarget, Command, Config};
 use corral::server::Server;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -87,7 +93,27 @@ fn run(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 .map_err(|e| format!("cannot open access log {}: {e}", path.display()))?,
         ),
     };
-    let mut server = Server::bind(config, corral::app::router())?;
+    let started = Instant::now();
+    cached::configure(config.cache_config());
+    let cache = cached::GLOBAL.clone();
+    let app = app::router(cache.clone(), AppLimits::from(&config));
+    let routes = app.stats();
+    let admin_listen = config.admin_listen;
+    let workers = config.workers;
+    let mut server = Server::bind(config, app)?;
+    if let Some(addr) = admin_listen {
+        let listener =
+            TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let admin = admin::router(AdminState {
+            metrics: server.metrics(),
+            cache,
+            routes,
+            started,
+            workers,
+        });
+        let addr = server.add_listener(listener, admin)?;
+        log::info!("operator endpoints (/metrics, /status, /cache/purge) on {addr}");
+    }
     if let Some(log) = access_log {
         server = server.with_access_log(log);
     }

@@ -2,63 +2,83 @@
 //! takes no lock: each counter is an atomic, read with relaxed ordering,
 //! since nothing is ordered by them.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
 macro_rules! counters {
-    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
-        /// The server's counters.
+    ($( $(#[$doc:meta])* $name:ident: $kind:ident ),* $(,)?) => {
+        /// The server's counters and gauges.
         #[derive(Debug, Default)]
         pub struct Metrics {
             $( $(#[$doc])* pub $name: AtomicU64, )*
         }
 
         impl Metrics {
-            /// Every counter as (name, value), for the text form.
-            pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-                vec![$( (stringify!($name), self.$name.load(Relaxed)), )*]
+            /// Every metric as (name, kind, help, value), in declaration order.
+            pub fn snapshot(&self) -> Vec<(&'static str, Kind, &'static str, u64)> {
+                vec![$( (
+                    stringify!($name),
+                    Kind::$kind,
+                    concat!($( stringify!($doc), )*),
+                    self.$name.load(Relaxed),
+                ), )*]
             }
         }
     };
 }
 
+/// Whether a metric only grows or goes up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only grows; exposed with a `_total` suffix.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
 counters! {
     /// Connections accepted.
-    connections_accepted,
+    connections_accepted: Counter,
     /// Connections open now (accepted and not yet closed).
-    connections_open,
+    connections_open: Gauge,
     /// Connections parked now, waiting to become readable.
-    connections_parked,
+    connections_parked: Gauge,
+    /// Connections waiting for a worker now.
+    connections_queued: Gauge,
     /// Connections refused with 503 because the queue or the connection cap was full.
-    connections_rejected,
+    connections_rejected: Counter,
+    /// Workers serving a connection now.
+    workers_busy: Gauge,
     /// Accept calls that failed (EMFILE and the like).
-    accept_errors,
+    accept_errors: Counter,
     /// Requests answered by a handler.
-    requests,
-    /// Responses by status class.
-    responses_1xx,
+    requests: Counter,
+    /// 1xx responses.
+    responses_1xx: Counter,
     /// 2xx responses.
-    responses_2xx,
+    responses_2xx: Counter,
     /// 3xx responses.
-    responses_3xx,
+    responses_3xx: Counter,
     /// 4xx responses.
-    responses_4xx,
+    responses_4xx: Counter,
     /// 5xx responses.
-    responses_5xx,
+    responses_5xx: Counter,
     /// Requests rejected for breaking the protocol.
-    protocol_errors,
-    /// Heads not complete before the header deadline (408).
-    header_timeouts,
+    protocol_errors: Counter,
+    /// Heads not complete before the header deadline.
+    header_timeouts: Counter,
     /// Keep-alive connections closed after the idle timeout.
-    idle_timeouts,
+    idle_timeouts: Counter,
     /// Bodies that stopped making progress.
-    body_timeouts,
+    body_timeouts: Counter,
     /// Responses abandoned because the client stopped reading.
-    write_timeouts,
+    write_timeouts: Counter,
     /// Handlers that panicked.
-    handler_panics,
+    handler_panics: Counter,
     /// Response body bytes sent.
-    bytes_sent,
+    bytes_sent: Counter,
 }
 
 impl Metrics {
@@ -84,12 +104,17 @@ impl Metrics {
         Metrics::inc(c);
     }
 
-    /// The text form: one `corral_<name> <value>` line per counter.
-    pub fn render(&self) -> String {
-        self.snapshot()
-            .into_iter()
-            .map(|(n, v)| format!("corral_{n} {v}\n"))
-            .collect()
+    /// Appends every metric in the Prometheus text exposition format
+    /// (version 0.0.4), named `corral_<name>` (`_total` for counters).
+    pub fn render_prometheus(&self, out: &mut String) {
+        for (name, kind, help, value) in self.snapshot() {
+            let (suffix, kind) = match kind {
+                Kind::Counter => ("_total", "counter"),
+                Kind::Gauge => ("", "gauge"),
+            };
+            write_family(out, &format!("corral_{name}{suffix}"), kind, doc_text(help));
+            let _ = writeln!(out, "corral_{name}{suffix} {value}");
+        }
     }
 }
 
@@ -112,5 +137,115 @@ impl GaugeGuard {
 impl Drop for GaugeGuard {
     fn drop(&mut self) {
         (self.which)(&self.metrics).fetch_sub(1, Relaxed);
+    }
+}
+
+/// The `# HELP` and `# TYPE` lines of a metric family.
+pub fn write_family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The text of a doc attribute as `stringify!` gives it: `doc = r" text"`.
+fn doc_text(raw: &'static str) -> &'static str {
+    let text = raw.trim_start_matches("doc =").trim();
+    let text = text.trim_start_matches('r').trim_matches('"');
+    text.trim()
+}
+
+/// Upper bounds of the duration buckets, in seconds: from a cache hit
+/// (well under a millisecond) to a cold computation (seconds).
+pub const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0,
+];
+
+/// A latency histogram whose recording takes no lock.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    /// Appends the `_bucket`, `_sum` and `_count` lines of `name` with the
+    /// given label set (`route="GET /"`), buckets cumulative as the format
+    /// requires.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// A label value escaped for the text format.
+pub fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text() {
+        let m = Metrics::default();
+        Metrics::inc(&m.requests);
+        let mut out = String::new();
+        m.render_prometheus(&mut out);
+        assert!(out.contains("# HELP corral_requests_total Requests answered by a handler.\n"));
+        assert!(out.contains("# TYPE corral_requests_total counter\ncorral_requests_total 1\n"));
+        assert!(out.contains("# TYPE corral_connections_open gauge\ncorral_connections_open 0\n"));
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(300));
+        h.observe(Duration::from_millis(20));
+        h.observe(Duration::from_secs(60));
+        let mut out = String::new();
+        h.render(&mut out, "x", "route=\"a\"");
+        assert!(
+            out.contains("x_bucket{route=\"a\",le=\"0.0005\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_bucket{route=\"a\",le=\"0.025\"} 2\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_bucket{route=\"a\",le=\"30\"} 2\n"), "{out}");
+        assert!(
+            out.contains("x_bucket{route=\"a\",le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_count{route=\"a\"} 3\n"), "{out}");
+        assert_eq!(label_value("a\"b"), "a\\\"b");
     }
 }

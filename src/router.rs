@@ -5,7 +5,11 @@
 //! A handler that panics is answered with 500 by the connection loop, and the
 //! worker lives on.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use crate::http::{Request, Response};
+use crate::metrics::{label_value, write_family, Histogram};
 
 /// Something that answers requests.
 pub trait Handler: Send + Sync + 'static {
@@ -47,6 +51,39 @@ struct Route {
     method: String,
     pattern: Pattern,
     handler: Box<dyn Handler>,
+    stat: Arc<RouteStat>,
+}
+
+/// The handler time of one route.
+#[derive(Debug)]
+pub struct RouteStat {
+    /// `GET /primes`, or `GET /files/*` for a prefix route.
+    pub label: String,
+    /// How long the handler took.
+    pub duration: Histogram,
+}
+
+/// The per-route histograms of a [`Router`], shareable with the operator's
+/// endpoints.
+#[derive(Debug, Clone, Default)]
+pub struct RouteStats(Arc<Vec<Arc<RouteStat>>>);
+
+impl RouteStats {
+    /// Appends `corral_handler_duration_seconds` in the Prometheus text
+    /// format, one label set per route.
+    pub fn render_prometheus(&self, out: &mut String) {
+        let name = "corral_handler_duration_seconds";
+        write_family(out, name, "histogram", "Time the handler took, per route.");
+        for stat in self.0.iter() {
+            let labels = format!("route=\"{}\"", label_value(&stat.label));
+            stat.duration.render(out, name, &labels);
+        }
+    }
+
+    /// Every route's statistics.
+    pub fn routes(&self) -> &[Arc<RouteStat>] {
+        &self.0
+    }
 }
 
 /// Routes by method and path. Exact routes are tried before prefix routes,
@@ -66,9 +103,21 @@ struct Route {
 ///     });
 /// # let _ = router;
 /// ```
-#[derive(Default)]
 pub struct Router {
     routes: Vec<Route>,
+    unmatched: Arc<RouteStat>,
+}
+
+impl Default for Router {
+    fn default() -> Router {
+        Router {
+            routes: Vec::new(),
+            unmatched: Arc::new(RouteStat {
+                label: "unmatched".into(),
+                duration: Histogram::default(),
+            }),
+        }
+    }
 }
 
 impl Router {
@@ -104,11 +153,26 @@ impl Router {
         self.route("PUT", path, handler)
     }
 
+    /// The handler-time histograms of every route so far, for `/metrics`.
+    pub fn stats(&self) -> RouteStats {
+        let mut stats: Vec<_> = self.routes.iter().map(|r| r.stat.clone()).collect();
+        stats.push(self.unmatched.clone());
+        RouteStats(Arc::new(stats))
+    }
+
     fn push(&mut self, method: &str, pattern: Pattern, handler: impl Handler) {
+        let label = match &pattern {
+            Pattern::Exact(p) => format!("{method} {p}"),
+            Pattern::Prefix(p) => format!("{method} {p}*"),
+        };
         self.routes.push(Route {
             method: method.to_owned(),
             pattern,
             handler: Box::new(handler),
+            stat: Arc::new(RouteStat {
+                label,
+                duration: Histogram::default(),
+            }),
         });
         // Stable sort: exact first, then longer prefixes first.
         self.routes.sort_by_key(|r| match &r.pattern {
@@ -142,10 +206,27 @@ impl Router {
 
 impl Handler for Router {
     fn handle(&self, req: &mut Request) -> Response {
-        match self.find(req.method(), req.path()) {
-            Ok(route) => route.handler.handle(req),
-            Err(allowed) if allowed.is_empty() => Response::error(404, ""),
-            Err(mut allowed) => {
+        let started = Instant::now();
+        let (stat, resp) = match self.find(req.method(), req.path()) {
+            Ok(route) => (&route.stat, route.handler.handle(req)),
+            Err(allowed) => (&self.unmatched, Router::refuse(req, allowed)),
+        };
+        stat.duration.observe(started.elapsed());
+        resp
+    }
+
+    fn wants_body(&self, method: &str, path: &str) -> bool {
+        self.find(method, path).is_ok()
+    }
+}
+
+impl Router {
+    /// 404 for an unknown path; 405 with `Allow` (or 204 for OPTIONS) for a
+    /// known path and another method.
+    fn refuse(req: &Request, allowed: Vec<&str>) -> Response {
+        match allowed {
+            allowed if allowed.is_empty() => Response::error(404, ""),
+            mut allowed => {
                 allowed.push("OPTIONS");
                 let allow = allowed.join(", ");
                 if req.method() == "OPTIONS" {
@@ -155,10 +236,6 @@ impl Handler for Router {
                 }
             }
         }
-    }
-
-    fn wants_body(&self, method: &str, path: &str) -> bool {
-        self.find(method, path).is_ok()
     }
 }
 

@@ -12,7 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,18 @@ const PARKER_TICK: Duration = Duration::from_secs(1);
 /// The longest pause after accept fails for lack of descriptors or memory.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-type Conn = Connection<TcpStream>;
+/// A connection and the index of the handler of the listener that
+/// accepted it.
+struct Client {
+    conn: Connection<TcpStream>,
+    site: usize,
+}
+
+impl AsRawFd for Client {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.conn.as_raw_fd()
+    }
+}
 
 /// A handle that stops a running server gracefully, from any thread.
 #[derive(Clone)]
@@ -74,23 +85,23 @@ pub struct RunReport {
 }
 
 struct Shared {
-    handler: Arc<dyn Handler>,
+    /// One per site; a connection carries the index of its own.
+    handlers: Vec<Arc<dyn Handler>>,
     limits: Limits,
     timeouts: Timeouts,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     access_log: Option<AccessLog>,
     pool: ThreadPool,
-    /// Jobs handed to the pool that no worker has started yet.
-    queued: AtomicUsize,
-    parker: Parker<Conn>,
+    parker: Parker<Client>,
 }
 
 /// A bound, not yet running server.
 pub struct Server {
-    listeners: Vec<TcpListener>,
+    /// Each listener with the index of its handler.
+    listeners: Vec<(TcpListener, usize)>,
     config: Config,
-    handler: Arc<dyn Handler>,
+    handlers: Vec<Arc<dyn Handler>>,
     metrics: Arc<Metrics>,
     access_log: Option<AccessLog>,
     handle: ShutdownHandle,
@@ -128,9 +139,9 @@ impl Server {
         waker_rx.set_nonblocking(true)?;
         waker_tx.set_nonblocking(true)?;
         Ok(Server {
-            listeners,
+            listeners: listeners.into_iter().map(|l| (l, 0)).collect(),
             config,
-            handler: Arc::new(handler),
+            handlers: vec![Arc::new(handler)],
             metrics: Arc::new(Metrics::default()),
             access_log: None,
             handle: ShutdownHandle {
@@ -141,17 +152,32 @@ impl Server {
         })
     }
 
+    /// Serves `handler` on one more listener, such as the operator's
+    /// endpoints on a port of their own. Returns the bound address.
+    pub fn add_listener(
+        &mut self,
+        listener: TcpListener,
+        handler: impl Handler,
+    ) -> io::Result<SocketAddr> {
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        self.handlers.push(Arc::new(handler));
+        self.listeners.push((listener, self.handlers.len() - 1));
+        Ok(addr)
+    }
+
     /// Sends access lines to `log`.
     pub fn with_access_log(mut self, log: AccessLog) -> Server {
         self.access_log = Some(log);
         self
     }
 
-    /// The addresses actually bound (port 0 resolved).
+    /// The addresses actually bound (port 0 resolved), in the order the
+    /// listeners were given.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(l, _)| l.local_addr().ok())
             .collect()
     }
 
@@ -169,7 +195,7 @@ impl Server {
     pub fn run(self) -> io::Result<RunReport> {
         let config = self.config;
         let shared = Arc::new(Shared {
-            handler: self.handler,
+            handlers: self.handlers,
             limits: Limits {
                 max_head_bytes: config.max_head_bytes,
                 max_headers: config.max_headers,
@@ -189,7 +215,6 @@ impl Server {
                 .num_threads(config.workers)
                 .thread_name("corral-worker".into())
                 .build(),
-            queued: AtomicUsize::new(0),
             parker: Parker::new()?,
         });
         let parker_thread = {
@@ -203,7 +228,8 @@ impl Server {
             env!("CARGO_PKG_VERSION"),
             self.listeners
                 .iter()
-                .filter_map(|l| l.local_addr().ok())
+                .filter(|(_, site)| *site == 0)
+                .filter_map(|(l, _)| l.local_addr().ok())
                 .map(|a| a.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
@@ -214,7 +240,7 @@ impl Server {
             listeners: self.listeners,
             waker: self.waker_rx,
             max_connections: config.max_connections as u64,
-            queue: config.queue,
+            queue: config.queue as u64,
             backoff: Duration::ZERO,
             last_error_log: None,
             suppressed: 0,
@@ -245,25 +271,25 @@ impl Server {
 
 struct ParkerEvents<'a>(&'a Arc<Shared>);
 
-impl Dispatch<Conn> for ParkerEvents<'_> {
-    fn ready(&self, c: Conn) {
+impl Dispatch<Client> for ParkerEvents<'_> {
+    fn ready(&self, c: Client) {
         Metrics::dec(&self.0.metrics.connections_parked);
         submit(self.0, c);
     }
 
-    fn expired(&self, mut c: Conn) {
+    fn expired(&self, mut c: Client) {
         Metrics::dec(&self.0.metrics.connections_parked);
         let shared = self.0;
-        let (_, expiry) = c.deadline(&shared.timeouts);
+        let (_, expiry) = c.conn.deadline(&shared.timeouts);
         // The parker serves every parked connection, so it must not wait on
         // one: the short 408 gets one try at the send buffer, which is empty
         // unless the client stopped reading earlier responses.
-        let mut ctx = ctx(shared, &|| true);
+        let mut ctx = ctx(shared, c.site, &|| true);
         ctx.timeouts.write = Duration::from_millis(1);
-        conn::expire(&mut c, &ctx, expiry);
+        conn::expire(&mut c.conn, &ctx, expiry);
     }
 
-    fn abandoned(&self, c: Conn) {
+    fn abandoned(&self, c: Client) {
         Metrics::dec(&self.0.metrics.connections_parked);
         // Shutdown: a request under way is finished by a worker, which no
         // longer parks it; an idle connection just closes.
@@ -273,9 +299,13 @@ impl Dispatch<Conn> for ParkerEvents<'_> {
     }
 }
 
-fn ctx<'a>(shared: &'a Shared, others_waiting: &'a dyn Fn() -> bool) -> Ctx<'a, SystemClock> {
+fn ctx<'a>(
+    shared: &'a Shared,
+    site: usize,
+    others_waiting: &'a dyn Fn() -> bool,
+) -> Ctx<'a, SystemClock> {
     Ctx {
-        handler: shared.handler.as_ref(),
+        handler: shared.handlers[site].as_ref(),
         clock: &SystemClock,
         timeouts: shared.timeouts,
         shutdown: &shared.shutdown,
@@ -286,13 +316,15 @@ fn ctx<'a>(shared: &'a Shared, others_waiting: &'a dyn Fn() -> bool) -> Ctx<'a, 
 }
 
 /// Hands a connection to the pool.
-fn submit(shared: &Arc<Shared>, mut c: Conn) {
-    shared.queued.fetch_add(1, Ordering::SeqCst);
+fn submit(shared: &Arc<Shared>, mut c: Client) {
+    Metrics::inc(&shared.metrics.connections_queued);
     let s = shared.clone();
     shared.pool.execute(move || {
-        s.queued.fetch_sub(1, Ordering::SeqCst);
-        let others_waiting = || s.queued.load(Ordering::Relaxed) > 0;
-        match conn::serve(&mut c, &ctx(&s, &others_waiting)) {
+        let m = &s.metrics;
+        Metrics::dec(&m.connections_queued);
+        let _busy = GaugeGuard::new(s.metrics.clone(), |m| &m.workers_busy);
+        let others_waiting = || m.connections_queued.load(Ordering::Relaxed) > 0;
+        match conn::serve(&mut c.conn, &ctx(&s, c.site, &others_waiting)) {
             Outcome::Close => {}
             Outcome::Park(deadline) => {
                 // Counted before parking: the parker may hand it back (and
@@ -316,16 +348,16 @@ fn submit(shared: &Arc<Shared>, mut c: Conn) {
 
 /// Whether part of a request has arrived on `c`, so shutdown must let it
 /// finish rather than close it.
-fn in_flight(c: &Conn) -> bool {
-    matches!(c.phase(), Phase::Head | Phase::Body)
+fn in_flight(c: &Client) -> bool {
+    matches!(c.conn.phase(), Phase::Head | Phase::Body)
 }
 
 struct Acceptor<'a> {
     shared: &'a Arc<Shared>,
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, usize)>,
     waker: UnixStream,
     max_connections: u64,
-    queue: usize,
+    queue: u64,
     backoff: Duration,
     last_error_log: Option<Instant>,
     suppressed: u64,
@@ -333,7 +365,7 @@ struct Acceptor<'a> {
 
 impl Acceptor<'_> {
     fn run(&mut self) {
-        let mut fds: Vec<_> = self.listeners.iter().map(|l| l.as_raw_fd()).collect();
+        let mut fds: Vec<_> = self.listeners.iter().map(|(l, _)| l.as_raw_fd()).collect();
         fds.push(self.waker.as_raw_fd());
         while !self.shared.shutdown.load(Ordering::SeqCst) {
             if !self.backoff.is_zero() {
@@ -378,8 +410,9 @@ impl Acceptor<'_> {
     /// error, having set the backoff.
     fn accept_from(&mut self, i: usize) -> bool {
         for _ in 0..64 {
-            match self.listeners[i].accept() {
-                Ok((stream, peer)) => self.accepted(stream, peer),
+            let (listener, site) = &self.listeners[i];
+            match listener.accept() {
+                Ok((stream, peer)) => self.accepted(stream, peer, *site),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if is_transient(&e) => {}
                 Err(e) => {
@@ -415,7 +448,7 @@ impl Acceptor<'_> {
             .min(MAX_ACCEPT_BACKOFF);
     }
 
-    fn accepted(&mut self, stream: TcpStream, peer: SocketAddr) {
+    fn accepted(&self, stream: TcpStream, peer: SocketAddr, site: usize) {
         let shared = self.shared;
         Metrics::inc(&shared.metrics.connections_accepted);
         if stream.set_nonblocking(true).is_err() {
@@ -424,7 +457,7 @@ impl Acceptor<'_> {
         // Responses go out in one write each; Nagle would only delay them.
         let _ = stream.set_nodelay(true);
         let open = shared.metrics.connections_open.load(Ordering::Relaxed);
-        let queued = shared.queued.load(Ordering::Relaxed);
+        let queued = shared.metrics.connections_queued.load(Ordering::Relaxed);
         if open >= self.max_connections || queued >= self.queue {
             Metrics::inc(&shared.metrics.connections_rejected);
             log::debug!("{peer}: busy (open {open}, queued {queued}), answered 503");
@@ -432,11 +465,11 @@ impl Acceptor<'_> {
             return;
         }
         let now = Instant::now();
-        let c = Connection::new(stream, Some(peer), shared.limits, &shared.timeouts, now)
+        let conn = Connection::new(stream, Some(peer), shared.limits, &shared.timeouts, now)
             .with_gauge(GaugeGuard::new(shared.metrics.clone(), |m| {
                 &m.connections_open
             }));
-        submit(shared, c);
+        submit(shared, Client { conn, site });
     }
 }
 

@@ -21,6 +21,10 @@ pub enum Body {
     Bytes(Vec<u8>),
     /// Shared bytes, written without copying (a cached value).
     Shared(Arc<[u8]>),
+    /// A range of shared bytes, written without copying (a `Range`
+    /// request for part of a cached value). A range outside the bytes is
+    /// sent as an empty body.
+    SharedRange(Arc<[u8]>, std::ops::Range<usize>),
     /// Bytes that live for the whole program.
     Static(&'static [u8]),
     /// Bytes produced as they are read, sent chunked to HTTP/1.1 clients.
@@ -44,6 +48,7 @@ impl Body {
             Body::Empty => Some(&[]),
             Body::Bytes(b) => Some(b),
             Body::Shared(b) => Some(b),
+            Body::SharedRange(b, r) => Some(b.get(r.clone()).unwrap_or_default()),
             Body::Static(b) => Some(b),
             Body::Stream(_) => None,
         }
@@ -125,6 +130,12 @@ impl Response {
             text.push('\n');
         }
         Response::text(status, text)
+    }
+
+    /// Replaces the status code.
+    pub fn with_status(mut self, status: u16) -> Response {
+        self.status = status;
+        self
     }
 
     /// Replaces the body.

@@ -74,9 +74,13 @@ pub fn start(tweak: impl FnOnce(&mut Config), handler: impl Handler) -> TestServ
     }
 }
 
-/// Starts the built-in app.
+/// Starts the built-in app with a cache of its own.
 pub fn start_app(tweak: impl FnOnce(&mut Config)) -> TestServer {
-    start(tweak, corral::app::router())
+    let mut config = Config::default();
+    tweak(&mut config);
+    let cache = corral::cached::new_cache(config.cache_config());
+    let app = corral::app::router(cache, corral::app::AppLimits::from(&config));
+    start(|c| *c = config, app)
 }
 
 impl TestServer {
@@ -497,7 +501,7 @@ pub fn clean_env(cmd: &mut Command) {
     }
 }
 
-/// Starts the binary on `127.0.0.1:0` with `args`, and waits (at most 10 s)
+/// Starts the binary on `127.0.0.1:0` (the admin listener too) with `args`, and waits (at most 10 s)
 /// for its "listening on" line. `wrap` runs it through a shell prefix such
 /// as `bash -c 'ulimit -n 40; exec "$0" "$@"'`.
 pub fn spawn_bin(args: &[&str], wrap: Option<&[&str]>) -> Proc {
@@ -510,7 +514,8 @@ pub fn spawn_bin(args: &[&str], wrap: Option<&[&str]>) -> Proc {
         None => Command::new(bin()),
     };
     clean_env(&mut cmd);
-    cmd.args(["--listen", "127.0.0.1:0"])
+    // The admin port's default is fixed; tests run side by side.
+    cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

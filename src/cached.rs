@@ -1,0 +1,352 @@
+//! Cached responses over HTTP: values kept in the [`cache`](crate::cache) in
+//! their final wire form, served with validators and ranges.
+//!
+//! A [`CachedBody`] holds the encoded bytes as an `Arc<[u8]>` with their
+//! content type, a strong ETag computed once, and the creation time. A hit
+//! sends the head and those same shared bytes in one vectored write: no
+//! copy, no re-encoding. [`respond`] adds what a client of an expensive,
+//! cacheable resource needs:
+//!
+//! - `ETag`, and `If-None-Match` → 304 (RFC 9110 §13.1.2);
+//! - a single `Range: bytes=` → 206 with `Content-Range`, unsatisfiable →
+//!   416, so large arrays can be fetched in slices (RFC 9110 §14); a
+//!   multi-range request is served whole, as §14.2 allows;
+//! - `Cache-Control`, `Age` (seconds since the value was computed), and
+//!   `X-Cache: hit|miss|coalesced|stale`.
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::Hasher;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use once_cell::sync::{Lazy, OnceCell};
+
+use crate::cache::{self, Cache, CacheConfig, Outcome};
+use crate::http::{Body, Request, Response};
+
+/// A response body kept in the cache in its final form.
+#[derive(Debug, Clone)]
+pub struct CachedBody {
+    bytes: Arc<[u8]>,
+    content_type: Arc<str>,
+    etag: Arc<str>,
+    created: Instant,
+    headers: Arc<[(String, String)]>,
+}
+
+/// Bytes a stored entry costs beyond its body: the key, the ETag, the
+/// headers and the map's bookkeeping, roughly.
+const ENTRY_OVERHEAD: u64 = 256;
+
+impl CachedBody {
+    /// Wraps encoded bytes; computes their ETag (a hash of the content, so
+    /// a recomputed identical value keeps its ETag).
+    pub fn new(bytes: impl Into<Arc<[u8]>>, content_type: &str) -> CachedBody {
+        let bytes = bytes.into();
+        let mut h = DefaultHasher::new();
+        h.write(&bytes);
+        CachedBody {
+            etag: format!("\"{:016x}-{:x}\"", h.finish(), bytes.len()).into(),
+            bytes,
+            content_type: content_type.into(),
+            created: Instant::now(),
+            headers: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Adds a header sent with every response of this body.
+    pub fn with_header(mut self, name: &str, value: &str) -> CachedBody {
+        let mut headers = self.headers.to_vec();
+        headers.push((name.to_owned(), value.to_owned()));
+        self.headers = headers.into();
+        self
+    }
+
+    /// The encoded bytes.
+    pub fn bytes(&self) -> &Arc<[u8]> {
+        &self.bytes
+    }
+
+    /// The strong ETag, quotes included.
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    /// The media type.
+    pub fn content_type(&self) -> &str {
+        &self.content_type
+    }
+
+    /// A header added with [`CachedBody::with_header`].
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// How much the entry counts against the cache's byte budget.
+    pub fn weight(&self) -> u64 {
+        self.bytes.len() as u64 + ENTRY_OVERHEAD
+    }
+
+    /// Seconds since the value was computed.
+    pub fn age(&self) -> Duration {
+        self.created.elapsed()
+    }
+}
+
+/// The cache of encoded responses, keyed by canonical request parameters.
+pub type ResponseCache = Cache<String, CachedBody>;
+
+static GLOBAL_CONFIG: OnceCell<CacheConfig> = OnceCell::new();
+
+/// The process-wide response cache the server's app uses. Its limits come
+/// from [`configure`], if it ran before the first use, else the defaults.
+pub static GLOBAL: Lazy<ResponseCache> = Lazy::new(|| {
+    Cache::new(
+        GLOBAL_CONFIG.get().cloned().unwrap_or_default(),
+        CachedBody::weight,
+    )
+});
+
+/// Sets the limits of [`GLOBAL`]. Returns false if it was configured
+/// already.
+pub fn configure(config: CacheConfig) -> bool {
+    GLOBAL_CONFIG.set(config).is_ok()
+}
+
+/// A new response cache (tests and embedders that want their own).
+pub fn new_cache(config: CacheConfig) -> ResponseCache {
+    Cache::new(config, CachedBody::weight)
+}
+
+/// The value of `X-Cache` for a lookup outcome.
+pub fn outcome_name(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Hit => "hit",
+        Outcome::Miss => "miss",
+        Outcome::Coalesced => "coalesced",
+        Outcome::Stale => "stale",
+    }
+}
+
+/// The response to a failed lookup: 503 with `Retry-After` when waiting or
+/// computing failed (a retry may well succeed), 500 for a computation that
+/// depends on itself (a bug no retry fixes).
+pub fn error_response(e: &cache::Error, retry_after: Duration) -> Response {
+    match e {
+        cache::Error::Recursive => Response::error(500, &e.to_string()),
+        _ => Response::error(503, &e.to_string())
+            .with_header("Retry-After", &retry_after.as_secs().max(1).to_string()),
+    }
+}
+
+/// The `Cache-Control` sent with cached bodies.
+#[derive(Debug, Clone)]
+pub struct Freshness {
+    /// `max-age` for clients and shared caches.
+    pub max_age: Duration,
+}
+
+impl Default for Freshness {
+    /// An hour: values are pure functions of their parameters, so clients
+    /// may keep them; the hour bounds how long a purged value lingers.
+    fn default() -> Freshness {
+        Freshness {
+            max_age: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Serves `body` for `req`, honouring `If-None-Match` and `Range`.
+pub fn respond(req: &Request, body: &CachedBody, outcome: Outcome, fresh: &Freshness) -> Response {
+    let mut resp = Response::new(200);
+    resp.add_header("ETag", body.etag());
+    resp.add_header(
+        "Cache-Control",
+        &format!("public, max-age={}", fresh.max_age.as_secs()),
+    );
+    resp.add_header("Age", &body.age().as_secs().to_string());
+    resp.add_header("X-Cache", outcome_name(outcome));
+    let get_or_head = matches!(req.method(), "GET" | "HEAD");
+    if get_or_head && none_match(req.header("if-none-match"), body.etag()) {
+        return resp.with_status(304);
+    }
+    resp.add_header("Content-Type", body.content_type());
+    for (n, v) in body.headers.iter() {
+        resp.add_header(n, v);
+    }
+    resp.add_header("Accept-Ranges", "bytes");
+    let len = body.bytes.len();
+    let range = match req.header("range") {
+        Some(r) if req.method() == "GET" && if_range_holds(req, body) => parse_range(r, len),
+        _ => RangeSpec::Whole,
+    };
+    match range {
+        RangeSpec::Whole => resp.with_body(Body::Shared(body.bytes.clone())),
+        RangeSpec::Part(r) => {
+            resp.add_header(
+                "Content-Range",
+                &format!("bytes {}-{}/{len}", r.start, r.end - 1),
+            );
+            resp.with_status(206)
+                .with_body(Body::SharedRange(body.bytes.clone(), r))
+        }
+        RangeSpec::Unsatisfiable => {
+            let mut r = Response::error(416, "the range is outside the representation");
+            r.add_header("Content-Range", &format!("bytes */{len}"));
+            r
+        }
+    }
+}
+
+/// RFC 9110 §13.1.2: `*` or any listed tag matching by weak comparison.
+fn none_match(header: Option<&str>, etag: &str) -> bool {
+    let Some(h) = header else { return false };
+    let h = h.trim();
+    if h == "*" {
+        return true;
+    }
+    let ours = etag.trim_start_matches("W/");
+    h.split(',')
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == ours)
+}
+
+/// RFC 9110 §13.1.5: a Range with an `If-Range` that does not match
+/// (strongly) is ignored, and the whole representation is sent.
+fn if_range_holds(req: &Request, body: &CachedBody) -> bool {
+    match req.header("if-range") {
+        None => true,
+        Some(v) => v.trim() == body.etag(),
+    }
+}
+
+/// What a `Range` header asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RangeSpec {
+    /// The whole representation (no range, a malformed one, or several).
+    Whole,
+    /// One satisfiable byte range, end exclusive.
+    Part(Range<usize>),
+    /// A well-formed range that selects nothing.
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header against a representation of `len` bytes
+/// (RFC 9110 §14.1.2). Only a single `bytes` range is honoured; anything
+/// else is ignored, which §14.2 permits.
+pub fn parse_range(header: &str, len: usize) -> RangeSpec {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Whole;
+    };
+    if spec.contains(',') {
+        return RangeSpec::Whole;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeSpec::Whole;
+    };
+    let num = |s: &str| -> Option<usize> {
+        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        // More than usize can hold is more than any representation has.
+        Some(
+            s.parse::<u64>()
+                .ok()
+                .map_or(usize::MAX, |v| v.try_into().unwrap_or(usize::MAX)),
+        )
+    };
+    match (first.trim(), last.trim()) {
+        ("", suffix) => match num(suffix) {
+            None => RangeSpec::Whole,
+            Some(0) => RangeSpec::Unsatisfiable,
+            Some(_) if len == 0 => RangeSpec::Unsatisfiable,
+            Some(n) => RangeSpec::Part(len.saturating_sub(n)..len),
+        },
+        (a, "") => match num(a) {
+            None => RangeSpec::Whole,
+            Some(a) if a >= len => RangeSpec::Unsatisfiable,
+            Some(a) => RangeSpec::Part(a..len),
+        },
+        (a, b) => match (num(a), num(b)) {
+            (Some(a), Some(b)) if a <= b => {
+                if a >= len {
+                    RangeSpec::Unsatisfiable
+                } else {
+                    RangeSpec::Part(a..b.saturating_add(1).min(len))
+                }
+            }
+            _ => RangeSpec::Whole,
+        },
+    }
+}
+
+/// Looks `key` up in `cache`, computing it with `compute` on a miss, and
+/// serves it for `req`: the whole pattern of a cached handler in one call.
+pub fn serve<E: std::fmt::Display>(
+    cache: &ResponseCache,
+    req: &Request,
+    key: &str,
+    compute: impl FnOnce() -> Result<CachedBody, E>,
+) -> Response {
+    match cache.get_or_compute(&key.to_owned(), compute) {
+        Ok(found) => respond(req, &found.value, found.outcome, &Freshness::default()),
+        Err(e) => error_response(&e, cache.config().error_ttl),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeSpec::*;
+        let cases: &[(&str, usize, RangeSpec)] = &[
+            ("bytes=0-9", 100, Part(0..10)),
+            ("bytes=90-", 100, Part(90..100)),
+            ("bytes=-10", 100, Part(90..100)),
+            ("bytes=-1000", 100, Part(0..100)),
+            ("bytes=50-1000", 100, Part(50..100)),
+            ("bytes=99-99", 100, Part(99..100)),
+            ("bytes=100-", 100, Unsatisfiable),
+            ("bytes=100-200", 100, Unsatisfiable),
+            ("bytes=-0", 100, Unsatisfiable),
+            ("bytes=0-", 0, Unsatisfiable),
+            ("bytes=-5", 0, Unsatisfiable),
+            ("bytes=5-1", 100, Whole),
+            ("bytes=0-1,5-6", 100, Whole),
+            ("items=0-1", 100, Whole),
+            ("bytes=a-b", 100, Whole),
+            ("bytes=+1-2", 100, Whole),
+            ("bytes=0-99999999999999999999", 100, Part(0..100)),
+            ("bytes=99999999999999999999-", 100, Unsatisfiable),
+            ("bytes=0-18446744073709551615", 100, Part(0..100)),
+        ];
+        for (h, len, want) in cases {
+            assert_eq!(&parse_range(h, *len), want, "{h} of {len}");
+        }
+    }
+
+    #[test]
+    fn etag_matching() {
+        assert!(none_match(Some("*"), "\"a\""));
+        assert!(none_match(Some("\"x\", \"a\""), "\"a\""));
+        assert!(none_match(Some("W/\"a\""), "\"a\""));
+        assert!(!none_match(Some("\"b\""), "\"a\""));
+        assert!(!none_match(None, "\"a\""));
+    }
+
+    #[test]
+    fn etag_is_a_function_of_the_content() {
+        let a = CachedBody::new(vec![1u8, 2, 3], "x/y");
+        let b = CachedBody::new(vec![1u8, 2, 3], "x/y");
+        let c = CachedBody::new(vec![1u8, 2, 4], "x/y");
+        assert_eq!(a.etag(), b.etag());
+        assert_ne!(a.etag(), c.etag());
+        assert!(a.etag().starts_with('"') && a.etag().ends_with('"'));
+    }
+}
