@@ -19,7 +19,7 @@
 //! | response being written | last progress + `write_timeout` | close |
 
 use std::io::{self, IoSlice, Read};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,7 +79,9 @@ impl Transport for TcpStream {
     }
 
     fn close(&mut self) {
-        let _ = self.shutdown(Shutdown::Write);
+        // Closing with unread bytes makes the kernel send a reset, which
+        // can destroy the response still in flight (RFC 9112 §9.6). Drain
+        // what has arrived; the close that follows sends the FIN.
         let mut sink = [0u8; 4096];
         for _ in 0..16 {
             match io::Read::read(self, &mut sink) {
@@ -224,6 +226,9 @@ pub enum Outcome {
 pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) -> Outcome {
     // How long this call may still wait for a slow sender before parking.
     let mut linger = ctx.timeouts.park;
+    // Right after a response the next request has rarely arrived yet, so a
+    // read would only say so; wait for readiness first instead.
+    let mut wait_first = false;
     loop {
         match c.http.poll() {
             Event::NeedMore => {}
@@ -261,6 +266,7 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                     return close(c);
                 }
                 linger = ctx.timeouts.park;
+                wait_first = true;
                 continue;
             }
             Event::Error(e) => {
@@ -282,7 +288,13 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
             expire(c, ctx, expiry);
             return Outcome::Close;
         }
-        match c.http.read_with(|buf| c.io.read(buf)) {
+        let result = if wait_first && !(ctx.others_waiting)() {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            c.http.read_with(|buf| c.io.read(buf))
+        };
+        let waited_first = std::mem::take(&mut wait_first);
+        match result {
             Ok(0) => return Outcome::Close,
             Ok(_) => {
                 if phase == Phase::Idle {
@@ -306,6 +318,12 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                     return Outcome::Park(deadline);
                 }
                 match c.io.wait(Interest::Read, wait) {
+                    // Nothing came while waiting, and no read has been
+                    // tried: park, and the parker's epoll settles it.
+                    Ok(false) if waited_first && !draining => {
+                        c.http.shrink_idle();
+                        return Outcome::Park(deadline);
+                    }
                     Ok(_) => {
                         let waited = ctx.clock.now().saturating_duration_since(now);
                         linger = linger.saturating_sub(waited.max(Duration::from_micros(1)));

@@ -106,9 +106,15 @@ enum State {
     },
 }
 
-/// Bytes read per call when the buffer is empty; a head or a pipelined
-/// burst usually fits in one read.
-const READ_CHUNK: usize = 16 * 1024;
+/// The receive buffer's first size: a typical head (a few hundred bytes)
+/// or a short pipelined burst fits. It grows, by doubling, only for larger
+/// heads or for bodies, so a connection that sends small requests never
+/// pays for zeroing a large buffer.
+const MIN_BUF: usize = 4 * 1024;
+
+/// How far the buffer grows while a body arrives: reads this large keep the
+/// syscalls per megabyte few.
+const BODY_BUF: usize = 64 * 1024;
 
 /// One connection's protocol state: the receive buffer and where the current
 /// request stands.
@@ -183,24 +189,32 @@ impl Conn {
             self.start = 0;
             self.end = 0;
         }
-        let want = self.buf_capacity();
-        if self.buf.len() < want {
-            self.buf.resize(want, 0);
-        }
-        if self.end == self.buf.len() && self.start > 0 {
+        let len = self.buf.len();
+        if self.start > 0 && len - self.end < len / 4 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let cap = self.buf_capacity();
+            let grown = (self.buf.len() * 2).clamp(MIN_BUF, cap.max(MIN_BUF));
+            if grown > self.buf.len() {
+                self.buf.resize(grown, 0);
+            }
         }
         let n = read(&mut self.buf[self.end..])?;
         self.end += n.min(self.buf.len() - self.end);
         Ok(n)
     }
 
-    /// The buffer must hold a whole head at its limit plus the 4 bytes that
-    /// show it went over.
+    /// The most the buffer may grow to: a whole head at its limit plus the
+    /// 4 bytes that show it went over, or a body-sized read.
     fn buf_capacity(&self) -> usize {
-        READ_CHUNK.max(self.limits.max_head_bytes + 4)
+        let head = self.limits.max_head_bytes + 4;
+        match self.state {
+            State::RecvBody { .. } => head.max(BODY_BUF),
+            _ => head,
+        }
     }
 
     /// Frees the receive buffer while the connection is idle, so a parked
