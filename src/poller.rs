@@ -182,9 +182,20 @@ impl<T: Parkable> Parker<T> {
         table.entries.insert(token, Entry { item, deadline });
         table.deadlines.push(Reverse((deadline, token)));
         // Registering under the lock keeps a readiness event from racing
-        // ahead of the insert it refers to.
+        // ahead of the insert it refers to. A connection parked before is
+        // still registered, disarmed by EPOLLONESHOT when it fired: re-arming
+        // it is one call, where deregistering on wake-up and registering
+        // again would be two. The kernel drops the registration itself when
+        // the connection closes, so a new connection on a reused descriptor
+        // number gets ENOENT here and is added.
         let events = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
-        if let Err(e) = self.ctl(libc::EPOLL_CTL_ADD, fd, token, events) {
+        let armed = match self.ctl(libc::EPOLL_CTL_MOD, fd, token, events) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                self.ctl(libc::EPOLL_CTL_ADD, fd, token, events)
+            }
+            other => other,
+        };
+        if let Err(e) = armed {
             let entry = table.entries.remove(&token);
             drop(table);
             return match entry {
@@ -223,10 +234,16 @@ impl<T: Parkable> Parker<T> {
         self.wake();
     }
 
+    /// Takes an item whose one-shot registration fired: it stays
+    /// registered, disarmed, until it is parked again or closes.
+    fn take_fired(&self, table: &mut Table<T>, token: u64) -> Option<T> {
+        table.entries.remove(&token).map(|e| e.item)
+    }
+
+    /// Takes an item whose registration is still armed, disarming it so a
+    /// late readiness event cannot name a token that is gone.
     fn take(&self, table: &mut Table<T>, token: u64) -> Option<T> {
         let entry = table.entries.remove(&token)?;
-        // Deregister before the item leaves: it may be parked again, and
-        // the descriptor number may be reused once it closes.
         let _ = self.ctl(libc::EPOLL_CTL_DEL, entry.item.as_raw_fd(), token, 0);
         Some(entry.item)
     }
@@ -286,7 +303,7 @@ impl<T: Parkable> Parker<T> {
                         while matches!((&self.waker_rx).read(&mut sink), Ok(n) if n > 0) {}
                         continue;
                     }
-                    if let Some(item) = self.take(&mut table, token) {
+                    if let Some(item) = self.take_fired(&mut table, token) {
                         ready.push(item);
                     }
                 }

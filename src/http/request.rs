@@ -174,8 +174,23 @@ pub(crate) fn trim_ows(mut v: &[u8]) -> &[u8] {
 /// Parses a complete request head: `buf` holds the request line, the field
 /// lines and the empty line that ends them, and nothing else.
 pub fn parse_head(buf: &[u8], limits: HeadLimits) -> Result<Head, Error> {
-    let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut slots);
+    // Most requests carry a handful of fields: parse into slots on the
+    // stack, and parse again into slots for the configured maximum only a
+    // head with more than fit there.
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    match parse_into(buf, &mut stack[..limits.max_headers.min(STACK_HEADERS)]) {
+        Err(Error::TooManyHeaders) if limits.max_headers > STACK_HEADERS => {
+            parse_into(buf, &mut vec![httparse::EMPTY_HEADER; limits.max_headers])
+        }
+        result => result,
+    }
+}
+
+/// Header slots kept on the stack while parsing.
+const STACK_HEADERS: usize = 32;
+
+fn parse_into<'b>(buf: &'b [u8], slots: &mut [httparse::Header<'b>]) -> Result<Head, Error> {
+    let mut req = httparse::Request::new(slots);
     let status = match req.parse(buf) {
         Ok(s) => s,
         Err(e) => return Err(map_httparse(e)),
@@ -491,4 +506,36 @@ pub fn percent_decode(s: &str, plus: bool) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_with_fields(n: usize) -> Vec<u8> {
+        let mut h = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 1..n {
+            h.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        h.extend_from_slice(b"\r\n");
+        h
+    }
+
+    #[test]
+    fn more_fields_than_fit_on_the_stack() {
+        let limits = HeadLimits { max_headers: 100 };
+        for n in [1, STACK_HEADERS, STACK_HEADERS + 1, 100] {
+            let head = parse_head(&head_with_fields(n), limits).expect("within the limit");
+            assert_eq!(head.headers.len(), n);
+        }
+        assert_eq!(
+            parse_head(&head_with_fields(101), limits),
+            Err(Error::TooManyHeaders)
+        );
+        let small = HeadLimits { max_headers: 3 };
+        assert_eq!(
+            parse_head(&head_with_fields(4), small),
+            Err(Error::TooManyHeaders)
+        );
+    }
 }
