@@ -8,7 +8,10 @@
 //! Sockets are non-blocking. A worker waits on a quiet connection for at
 //! most `park_timeout` (and not at all while other work is queued); then
 //! [`serve`] returns [`Outcome::Park`] and the connection, partial request
-//! and all, waits in the parker without a thread. Deadlines:
+//! and all, waits in the parker without a thread. When other connections
+//! wait for a worker, a keep-alive connection that was just answered first
+//! goes once round the queue ([`Outcome::Requeue`]): under load its next
+//! request is there by its turn, and the parker is not involved. Deadlines:
 //!
 //! | phase | deadline | on expiry |
 //! |---|---|---|
@@ -156,6 +159,9 @@ pub struct Connection<T> {
     /// The last time bytes moved, for idle and body deadlines.
     last_progress: Instant,
     served: u64,
+    /// Whether it went round the queue since its last request; a second
+    /// time it is parked instead, so a quiet connection cannot cycle.
+    requeued: bool,
     _open: Option<GaugeGuard>,
 }
 
@@ -174,6 +180,7 @@ impl<T> Connection<T> {
             head_deadline: Some(now + timeouts.header),
             last_progress: now,
             served: 0,
+            requeued: false,
             _open: None,
         }
     }
@@ -218,6 +225,10 @@ impl<T: AsRawFd> AsRawFd for Connection<T> {
 pub enum Outcome {
     /// Quiet: park it until readable or until this deadline.
     Park(Instant),
+    /// A response went out while other connections wait for a worker: put
+    /// it at the back of the queue. By its turn the client has usually sent
+    /// its next request, which then costs no trip through the parker.
+    Requeue,
     /// Done: drop it.
     Close,
 }
@@ -267,6 +278,7 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                 }
                 linger = ctx.timeouts.park;
                 wait_first = true;
+                c.requeued = false;
                 continue;
             }
             Event::Error(e) => {
@@ -288,7 +300,12 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
             expire(c, ctx, expiry);
             return Outcome::Close;
         }
-        let result = if wait_first && !(ctx.others_waiting)() {
+        let others_waiting = wait_first && (ctx.others_waiting)();
+        if others_waiting && !c.requeued && c.http.phase() == Phase::Idle {
+            c.requeued = true;
+            return Outcome::Requeue;
+        }
+        let result = if wait_first && !others_waiting {
             Err(io::ErrorKind::WouldBlock.into())
         } else {
             c.http.read_with(|buf| c.io.read(buf))

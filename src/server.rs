@@ -326,6 +326,7 @@ fn submit(shared: &Arc<Shared>, mut c: Client) {
         let others_waiting = || m.connections_queued.load(Ordering::Relaxed) > 0;
         match conn::serve(&mut c.conn, &ctx(&s, c.site, &others_waiting)) {
             Outcome::Close => {}
+            Outcome::Requeue => submit(&s, c),
             Outcome::Park(deadline) => {
                 // Counted before parking: the parker may hand it back (and
                 // count it out) before `park` even returns.
