@@ -273,7 +273,13 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                 }
             }
             Event::Request(req) => {
+                // A client that asked to close sends nothing more (RFC 9112
+                // §9.6), so there is nothing to drain before closing.
+                let client_closes = !req.head().keep_alive;
                 if !respond(c, ctx, req) {
+                    if client_closes && c.http.buffered() == 0 {
+                        return Outcome::Close;
+                    }
                     return close(c);
                 }
                 linger = ctx.timeouts.park;

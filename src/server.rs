@@ -412,7 +412,7 @@ impl Acceptor<'_> {
     fn accept_from(&mut self, i: usize) -> bool {
         for _ in 0..64 {
             let (listener, site) = &self.listeners[i];
-            match listener.accept() {
+            match poller::accept_nonblocking(listener) {
                 Ok((stream, peer)) => self.accepted(stream, peer, *site),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if is_transient(&e) => {}
@@ -452,9 +452,6 @@ impl Acceptor<'_> {
     fn accepted(&self, stream: TcpStream, peer: SocketAddr, site: usize) {
         let shared = self.shared;
         Metrics::inc(&shared.metrics.connections_accepted);
-        if stream.set_nonblocking(true).is_err() {
-            return;
-        }
         // Responses go out in one write each; Nagle would only delay them.
         let _ = stream.set_nodelay(true);
         let open = shared.metrics.connections_open.load(Ordering::Relaxed);
