@@ -324,11 +324,15 @@ counters! {
 
 /// A shared, byte-budgeted, single-flight cache. Cloning it is cheap and
 /// gives another handle to the same cache.
-pub struct Cache<K, V> {
-    inner: Arc<Inner<K, V>>,
+///
+/// Keys are hashed with `S`, by default std's `RandomState` (SipHash with
+/// random keys), which resists collision floods from keys that clients
+/// choose; [`Cache::with_hasher`] takes a faster one for trusted keys.
+pub struct Cache<K, V, S = RandomState> {
+    inner: Arc<Inner<K, V, S>>,
 }
 
-impl<K, V> Clone for Cache<K, V> {
+impl<K, V, S> Clone for Cache<K, V, S> {
     fn clone(&self) -> Self {
         Cache {
             inner: Arc::clone(&self.inner),
@@ -336,12 +340,16 @@ impl<K, V> Clone for Cache<K, V> {
     }
 }
 
-struct Inner<K, V> {
+struct Inner<K, V, S> {
     config: CacheConfig,
     weigher: fn(&V) -> u64,
-    map: RwLock<Map<K, V>>,
+    hasher: S,
+    map: RwLock<Map<K, V, S>>,
     permits: Permits,
     stats: Counters,
+    /// Hits, counted apart: every hit would otherwise write the same cache
+    /// line from every core.
+    hits: Striped,
 }
 
 /// What a lookup does next, decided under the map lock and done after it is
@@ -368,19 +376,34 @@ where
     /// An empty cache. `weigher` gives the bytes a value counts against the
     /// budget; it is called once per computed or inserted value, with no
     /// lock held.
-    pub fn new(mut config: CacheConfig, weigher: fn(&V) -> u64) -> Self {
+    pub fn new(config: CacheConfig, weigher: fn(&V) -> u64) -> Self {
+        Cache::with_hasher(config, weigher, RandomState::new())
+    }
+}
+
+impl<K, V, S> Cache<K, V, S>
+where
+    K: Hash + Eq + Clone + Send + Sync,
+    V: Clone + Send + Sync,
+    S: BuildHasher + Clone + Send + Sync,
+{
+    /// An empty cache whose keys are hashed by `hasher`.
+    pub fn with_hasher(mut config: CacheConfig, weigher: fn(&V) -> u64, hasher: S) -> Self {
         config.compute_concurrency = config.compute_concurrency.max(1);
         Cache {
             inner: Arc::new(Inner {
                 permits: Permits {
                     holders: Mutex::new(Vec::new()),
                     freed: Condvar::new(),
+                    waiting: AtomicU64::new(0),
                     max: config.compute_concurrency,
                 },
                 config,
                 weigher,
-                map: RwLock::new(Map::new()),
+                map: RwLock::new(Map::new(hasher.clone())),
+                hasher,
                 stats: Counters::default(),
+                hits: Striped::default(),
             }),
         }
     }
@@ -416,6 +439,7 @@ where
     where
         K: 'static,
         V: 'static,
+        S: 'static,
         E: fmt::Display,
         F: FnOnce() -> Result<(V, Option<Duration>), E> + Send + 'static,
     {
@@ -440,11 +464,11 @@ where
 
     /// The fresh stored value for `key`, if any. Never computes or waits.
     pub fn get(&self, key: &K) -> Option<V> {
-        let now = Instant::now();
+        let now = Now::default();
         let map = read(&self.inner.map);
-        let entry = map.entry(key).filter(|e| e.is_fresh(now))?;
+        let entry = map.entry(key).filter(|e| e.is_fresh(&now))?;
         entry.visit();
-        self.inner.stats.hits.fetch_add(1, Ordering::Relaxed);
+        self.inner.hits.add(1);
         Some(entry.value.clone())
     }
 
@@ -475,7 +499,7 @@ where
     /// slots (their computations finish but are not stored).
     pub fn clear(&self) {
         let mut map = write(&self.inner.map);
-        let old = std::mem::replace(&mut *map, Map::new());
+        let old = std::mem::replace(&mut *map, Map::new(self.inner.hasher.clone()));
         self.inner.sync(&map);
         drop(map);
         // Freeing megabytes takes a while; readers need not wait for it.
@@ -517,7 +541,9 @@ where
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
-        self.inner.stats.snapshot()
+        let mut stats = self.inner.stats.snapshot();
+        stats.hits = self.inner.hits.sum();
+        stats
     }
 
     /// The configuration in force.
@@ -526,10 +552,11 @@ where
     }
 }
 
-impl<K, V> Cache<K, V>
+impl<K, V, S> Cache<K, V, S>
 where
     K: Hash + Eq + Clone + Send + Sync + Borrow<str>,
     V: Clone + Send + Sync,
+    S: BuildHasher + Clone + Send + Sync,
 {
     /// Like [`invalidate`](Self::invalidate) for every key that starts with
     /// `prefix`. Returns how many values were dropped. It visits every key.
@@ -547,22 +574,23 @@ where
     }
 }
 
-impl<K, V> Inner<K, V>
+impl<K, V, S> Inner<K, V, S>
 where
     K: Hash + Eq + Clone + Send + Sync,
     V: Clone + Send + Sync,
+    S: BuildHasher + Clone + Send + Sync,
 {
     /// Decides what a lookup does: under the read lock if that settles it
     /// (a hit must not take the write lock), else under the write lock,
     /// where a lookup that finds nothing puts in a slot and leads.
     fn step(&self, key: &K, swr: bool) -> Step<V> {
-        let now = Instant::now();
-        if let Some(step) = read(&self.map).probe(key, swr, now) {
+        let now = Now::default();
+        if let Some(step) = read(&self.map).probe(key, swr, &now) {
             return step;
         }
         let mut map = write(&self.map);
         // Another caller may have stored, failed or started in between.
-        if let Some(step) = map.probe(key, swr, now) {
+        if let Some(step) = map.probe(key, swr, &now) {
             return step;
         }
         let stale = match map.entry(key) {
@@ -570,11 +598,7 @@ where
             _ => None,
         };
         map.failures.remove(key); // expired, or probe would have returned it
-        let slot = Arc::new(Slot {
-            claim: Arc::new(Claim::default()),
-            result: Mutex::new(None),
-            ready: Condvar::new(),
-        });
+        let slot = Arc::new(Slot::new());
         map.slots.insert(key.clone(), Arc::clone(&slot));
         match stale {
             Some(value) => Step::Refresh(slot, value),
@@ -608,11 +632,12 @@ where
 
     /// Counts a value served without computing.
     fn served(&self, value: V, outcome: Outcome) -> Lookup<V> {
-        let counter = match outcome {
-            Outcome::Stale => &self.stats.stale_served,
-            _ => &self.stats.hits,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        match outcome {
+            Outcome::Stale => {
+                self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => self.hits.add(1),
+        }
         Lookup { value, outcome }
     }
 
@@ -621,10 +646,12 @@ where
         let _edge = Edge::add(&slot.claim)?;
         self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
         let result = lock(&slot.result);
+        slot.waiters.fetch_add(1, Ordering::Relaxed);
         let (result, _) = slot
             .ready
             .wait_timeout_while(result, self.config.wait_timeout, |r| r.is_none())
             .unwrap_or_else(PoisonError::into_inner);
+        slot.waiters.fetch_sub(1, Ordering::Relaxed);
         match &*result {
             Some(Ok(value)) => Ok(Lookup {
                 value: value.clone(),
@@ -736,7 +763,7 @@ where
     }
 
     /// Remembers a failed computation for about `error_ttl`.
-    fn remember(&self, map: &mut Map<K, V>, key: &K, error: &Error) {
+    fn remember(&self, map: &mut Map<K, V, S>, key: &K, error: &Error) {
         if self.config.error_ttl.is_zero() {
             return;
         }
@@ -768,7 +795,7 @@ where
     /// Returns false if it is too heavy to store at all.
     fn store(
         &self,
-        map: &mut Map<K, V>,
+        map: &mut Map<K, V, S>,
         key: K,
         value: V,
         weight: u64,
@@ -791,7 +818,7 @@ where
 
     /// Copies the map's size into the counters; called under the write lock
     /// after every change, so the two agree whenever the lock is free.
-    fn sync(&self, map: &Map<K, V>) {
+    fn sync(&self, map: &Map<K, V, S>) {
         self.stats
             .entries
             .store(map.index.len() as u64, Ordering::Relaxed);
@@ -805,14 +832,32 @@ struct Slot<V> {
     claim: Arc<Claim>,
     result: Mutex<Option<Result<V, Error>>>,
     ready: Condvar,
+    /// Threads waiting on `ready`; changed only under `result`'s lock.
+    /// Most misses have no waiter, and a notify costs a system call even
+    /// then.
+    waiters: AtomicU64,
 }
 
 impl<V> Slot<V> {
+    fn new() -> Slot<V> {
+        Slot {
+            claim: Arc::new(Claim::default()),
+            result: Mutex::new(None),
+            ready: Condvar::new(),
+            waiters: AtomicU64::new(0),
+        }
+    }
+
     /// Sets the result and wakes every waiter of this key, at once.
     fn complete(&self, result: Result<V, Error>) {
-        *lock(&self.result) = Some(result);
+        let mut guard = lock(&self.result);
+        *guard = Some(result);
         self.claim.done.store(true, Ordering::Release);
-        self.ready.notify_all();
+        let waiting = self.waiters.load(Ordering::Relaxed) > 0;
+        drop(guard);
+        if waiting {
+            self.ready.notify_all();
+        }
     }
 }
 
@@ -876,6 +921,9 @@ impl Drop for Edge {
 struct Permits {
     holders: Mutex<Vec<ThreadId>>,
     freed: Condvar,
+    /// Threads waiting on `freed`; changed only under `holders`' lock, so
+    /// a permit given back with nobody waiting costs no wake-up call.
+    waiting: AtomicU64,
     max: usize,
 }
 
@@ -896,10 +944,12 @@ impl Permits {
                 owned: false,
             });
         }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
         let (mut holders, _) = self
             .freed
             .wait_timeout_while(holders, timeout, |h| h.len() >= self.max)
             .unwrap_or_else(PoisonError::into_inner);
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
         if holders.len() >= self.max {
             return None;
         }
@@ -915,9 +965,47 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if self.owned {
             let me = thread::current().id();
-            lock(&self.permits.holders).retain(|&t| t != me);
-            self.permits.freed.notify_one();
+            let mut holders = lock(&self.permits.holders);
+            holders.retain(|&t| t != me);
+            let waiting = self.permits.waiting.load(Ordering::Relaxed) > 0;
+            drop(holders);
+            if waiting {
+                self.permits.freed.notify_one();
+            }
         }
+    }
+}
+
+/// A counter split over cache lines, each thread adding to its own, so
+/// threads that count at once do not contend; a read sums them.
+#[derive(Default)]
+struct Striped([Padded; STRIPES]);
+
+/// The number of stripes: enough that a few busy threads rarely share one.
+const STRIPES: usize = 8;
+
+/// One counter alone on its cache line (128 bytes covers the adjacent-line
+/// prefetch of x86 and the 128-byte lines of some ARM cores).
+#[derive(Default)]
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+thread_local! {
+    /// This thread's stripe, handed out round-robin.
+    static STRIPE: usize = {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed) as usize % STRIPES
+    };
+}
+
+impl Striped {
+    fn add(&self, n: u64) {
+        let i = STRIPE.with(|s| *s);
+        self.0[i].0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn sum(&self) -> u64 {
+        self.0.iter().map(|p| p.0.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -931,6 +1019,19 @@ struct Failure {
 impl Failure {
     fn is_fresh(&self, now: Instant) -> bool {
         self.expires.is_none_or(|t| now < t)
+    }
+}
+
+/// The current time, read at most once and only if asked for: most entries
+/// never expire, and a clock read on every hit costs more than the rest of
+/// the hit (it also stops the CPU overlapping one lookup's cache misses
+/// with the next one's).
+#[derive(Default)]
+struct Now(std::cell::OnceCell<Instant>);
+
+impl Now {
+    fn get(&self) -> Instant {
+        *self.0.get_or_init(Instant::now)
     }
 }
 
@@ -950,8 +1051,8 @@ struct Entry<K, V> {
 }
 
 impl<K, V> Entry<K, V> {
-    fn is_fresh(&self, now: Instant) -> bool {
-        self.expires.is_none_or(|t| now < t)
+    fn is_fresh(&self, now: &Now) -> bool {
+        self.expires.is_none_or(|t| now.get() < t)
     }
 
     /// Marks a hit, writing only if the bit is clear so that hits on a hot
@@ -966,8 +1067,8 @@ impl<K, V> Entry<K, V> {
 /// Everything under the map lock. The stored entries live in a slab and
 /// form a doubly linked list in insertion order (the SIEVE queue), so an
 /// entry is unlinked in O(1) wherever it is.
-struct Map<K, V> {
-    index: HashMap<K, usize>,
+struct Map<K, V, S> {
+    index: HashMap<K, usize, S>,
     slab: Vec<Option<Entry<K, V>>>,
     free: Vec<usize>,
     newest: usize,
@@ -976,22 +1077,22 @@ struct Map<K, V> {
     hand: usize,
     /// Sum of the stored weights.
     bytes: u64,
-    slots: HashMap<K, Arc<Slot<V>>>,
-    failures: HashMap<K, Failure>,
+    slots: HashMap<K, Arc<Slot<V>>, S>,
+    failures: HashMap<K, Failure, S>,
 }
 
-impl<K: Hash + Eq + Clone, V: Clone> Map<K, V> {
-    fn new() -> Self {
+impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Clone> Map<K, V, S> {
+    fn new(hasher: S) -> Self {
         Map {
-            index: HashMap::new(),
+            index: HashMap::with_hasher(hasher.clone()),
             slab: Vec::new(),
             free: Vec::new(),
             newest: NIL,
             oldest: NIL,
             hand: NIL,
             bytes: 0,
-            slots: HashMap::new(),
-            failures: HashMap::new(),
+            slots: HashMap::with_hasher(hasher.clone()),
+            failures: HashMap::with_hasher(hasher),
         }
     }
 
@@ -1005,7 +1106,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Map<K, V> {
 
     /// The step for `key` if what is stored settles it; `None` means a new
     /// slot is needed. Takes `&self`, so it runs under either lock.
-    fn probe(&self, key: &K, swr: bool, now: Instant) -> Option<Step<V>> {
+    fn probe(&self, key: &K, swr: bool, now: &Now) -> Option<Step<V>> {
         let entry = self.entry(key);
         if let Some(e) = entry.filter(|e| e.is_fresh(now)) {
             e.visit();
@@ -1021,7 +1122,7 @@ impl<K: Hash + Eq + Clone, V: Clone> Map<K, V> {
             })),
             _ => None,
         };
-        if let Some(f) = self.failures.get(key).filter(|f| f.is_fresh(now)) {
+        if let Some(f) = self.failures.get(key).filter(|f| f.is_fresh(now.get())) {
             return Some(stale().unwrap_or_else(|| Step::Failed(f.error.clone())));
         }
         let slot = self.slots.get(key)?;
