@@ -85,6 +85,10 @@
 //! alternatives lost: a thread-local stack of keys finds cycles on one thread
 //! only, and the wait deadline alone finds them `wait_timeout` late.
 //!
+//! A computation that fails after one of its own lookups was refused this
+//! way fails with [`Error::Recursive`] too, whatever error it made of the
+//! refusal, so the HTTP layer answers 500 (a bug) rather than 503 (retry).
+//!
 //! A computation nested in another on the same thread runs under the outer
 //! one's compute permit. Asking for a second permit would deadlock a cache
 //! with one, and the outer computation is not running meanwhile. A thread
@@ -428,7 +432,12 @@ where
         compute: impl FnOnce() -> Result<(V, Option<Duration>), E>,
     ) -> Result<Lookup<V>, Error> {
         let step = self.inner.step(key, false);
-        self.inner.resolve(key, step, compute)
+        let result = self.inner.resolve(key, step, compute);
+        if result.as_ref().is_err_and(|e| *e == Error::Recursive) {
+            // Seen by the computation this lookup may be part of.
+            REFUSED.with(|r| r.set(true));
+        }
+        result
     }
 
     /// Like [`get_or_compute_ttl`](Self::get_or_compute_ttl), but an
@@ -700,6 +709,7 @@ where
         self.stats.computations.fetch_add(1, Ordering::Relaxed);
         self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
+        let outer_refused = REFUSED.with(|r| r.replace(false));
         let outcome = catch_unwind(AssertUnwindSafe(|| match compute() {
             Ok((value, ttl)) => {
                 let weight = (self.weigher)(&value);
@@ -707,6 +717,7 @@ where
             }
             Err(e) => Err(e.to_string()),
         }));
+        let refused = REFUSED.with(|r| r.replace(outer_refused));
         let micros = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.stats
             .compute_micros
@@ -714,6 +725,14 @@ where
         self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
         let error = match outcome {
             Ok(Ok(done)) => return Ok(done),
+            // The computation failed after one of its own lookups was
+            // refused as a cycle: report the cycle, not whatever error
+            // the computation made of it, so the caller sees a bug to fix
+            // rather than a failure to retry.
+            Ok(Err(msg)) if refused => {
+                log::error!("cache computation depends on itself: {msg}");
+                Error::Recursive
+            }
             Ok(Err(msg)) => {
                 log::warn!("cache computation failed: {msg}");
                 Error::Failed(msg.into())
@@ -974,6 +993,12 @@ impl Drop for Permit<'_> {
             }
         }
     }
+}
+
+thread_local! {
+    /// Whether a lookup made by the computation running on this thread was
+    /// refused as a cycle.
+    static REFUSED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// A counter split over cache lines, each thread adding to its own, so
@@ -1662,10 +1687,9 @@ mod tests {
                 })
             }
         });
-        assert_eq!(
-            inner.unwrap_err(),
-            Error::Failed(Error::Recursive.to_string().into())
-        );
+        // The computation turned the refusal into an error of its own; the
+        // caller still learns it was a cycle.
+        assert_eq!(inner.unwrap_err(), Error::Recursive);
         // Not remembered as in flight: the key works afterwards.
         cache.invalidate(&key("a"));
         assert!(cache.get_or_compute(&key("a"), || bytes(1)).is_ok());

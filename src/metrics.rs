@@ -47,6 +47,9 @@ counters! {
     connections_parked: Gauge,
     /// Connections waiting for a worker now.
     connections_queued: Gauge,
+    /// Of those, answered keep-alive connections gone round the queue once
+    /// before parking; they do not count against the queue limit.
+    connections_requeued: Gauge,
     /// Connections refused with 503 because the queue or the connection cap was full.
     connections_rejected: Counter,
     /// Workers serving a connection now.
