@@ -1,4 +1,4 @@
-//! Cached responses over HTTP: values kept in the crate's [`cache`](super::cache) in
+//! Cached responses over HTTP: values kept in the crate's [`cache`] in
 //! their final wire form, served with validators and ranges.
 //!
 //! A [`CachedBody`] holds the encoded bytes as an `Arc<[u8]>` with their
