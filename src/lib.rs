@@ -6,6 +6,13 @@
 //! worker, every phase of a connection has a deadline, and every buffer has
 //! a limit, so the server keeps answering whatever its clients do.
 //!
+//! One process-wide [`cache`] computes each expensive value once, however
+//! many requests miss it at the same moment, keeps it within a byte budget,
+//! and hands every later request the same shared bytes; [`cached`] serves
+//! such values over HTTP with ETags and ranges. The cache's semantics
+//! (coalescing, failures, timeouts, cycles, eviction, expiry) are described
+//! in its module documentation.
+//!
 //! In scope: HTTP/1.1 and 1.0 over TCP (keep-alive, pipelining,
 //! `100-continue`, chunked bodies both ways), graceful shutdown, an access
 //! log. Out of scope: TLS (terminate it in front), HTTP/2, `CONNECT`,
@@ -70,8 +77,11 @@ pub mod cache;
 pub mod cached;
 pub mod config;
 pub mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod poller;
 pub mod router;
 pub mod server;

@@ -1,22 +1,40 @@
 //! The `corral` binary: turns arguments, environment and a config file into
-//! a [`Config`], sets up logging and signals, runs the server, and maps the
-//! result to an exit code. No HTTP here.
+//! a [`Config`], adopts sockets passed by systemd, sets up logging and
+//! signals, runs the server, and maps the result to an exit code. No HTTP
+//! here.
+//!
+//! Signals: SIGTERM and SIGINT drain and exit (a second SIGINT exits at
+//! once); SIGHUP reopens the access log file, for logrotate, and logs a
+//! status line.
 
 use std::process::ExitCode;
 
 use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use corral::access::AccessLog;
 use corral::admin::{self, AdminState};
 use corral::app::{self, AppLimits};
-use corral::cached;
+use corral::cached::{self, ResponseCache};
 use corral::config::{self, AccessLogTarget, Command, Config};
+use corral::metrics::Metrics;
+use corral::notify::{self, Component, Health, Notifier};
 use corral::server::Server;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use corral::{Request, Response};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+/// The hidden test hook: `--x-wedge=pool|parker|acceptor` adds a route,
+/// `GET /x-wedge`, that hangs that part of the server the way a deadlock
+/// would, so the tests can watch the systemd watchdog pings stop. It is
+/// taken off the command line before the options are parsed, so `--help`,
+/// the config file and the environment never know it.
+const WEDGE_FLAG: &str = "--x-wedge=";
 
 fn main() -> ExitCode {
-    let args: Vec<String> = match std::env::args_os()
+    let mut args: Vec<String> = match std::env::args_os()
         .skip(1)
         .map(|a| a.into_string())
         .collect()
@@ -27,6 +45,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut wedge = None;
+    if let Some(i) = args.iter().position(|a| a.starts_with(WEDGE_FLAG)) {
+        wedge = match &args.remove(i)[WEDGE_FLAG.len()..] {
+            "pool" => Some(Component::Pool),
+            "parker" => Some(Component::Parker),
+            "acceptor" => Some(Component::Acceptor),
+            other => {
+                eprintln!("corral: {WEDGE_FLAG}{other}: expected pool, parker or acceptor");
+                return ExitCode::from(2);
+            }
+        };
+    }
     // Variables of other programs may hold any bytes; only ours must be text.
     let mut env: Vec<(String, String)> = Vec::new();
     for (name, value) in std::env::vars_os() {
@@ -61,7 +91,7 @@ fn main() -> ExitCode {
         }
         Command::Run(config) => config,
     };
-    match run(config) {
+    match run(config, wedge) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("corral: {e}");
@@ -70,7 +100,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn run(config: Config, wedge: Option<Component>) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    // First: this must run while ours is the only thread, and before
+    // anything opens a file (the passed sockets are descriptors 3 and up).
+    let activated = notify::take_listen_fds()?;
     simplelog::TermLogger::init(
         config.log_level,
         simplelog::ConfigBuilder::new()
@@ -87,26 +120,78 @@ fn run(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
 
     let access_log = match &config.access_log {
         AccessLogTarget::Off => None,
-        AccessLogTarget::Stderr => Some(AccessLog::stderr()),
-        AccessLogTarget::File(path) => Some(
-            AccessLog::file(path)
-                .map_err(|e| format!("cannot open access log {}: {e}", path.display()))?,
-        ),
+        AccessLogTarget::Stderr => Some(Arc::new(AccessLog::stderr())),
+        AccessLogTarget::File(path) => {
+            Some(Arc::new(AccessLog::file(path).map_err(|e| {
+                format!("cannot open access log {}: {e}", path.display())
+            })?))
+        }
+    };
+    let log_file = match &config.access_log {
+        AccessLogTarget::File(path) => Some(path.clone()),
+        _ => None,
     };
     let started = Instant::now();
     cached::configure(config.cache_config());
     let cache = cached::GLOBAL.clone();
-    let app = app::router(cache.clone(), AppLimits::from(&config));
+    let mut app = app::router(cache.clone(), AppLimits::from(&config));
+    let health = Arc::new(OnceLock::new());
+    if let Some(c) = wedge {
+        app = app.get("/x-wedge", wedge_route(c, health.clone()));
+    }
     let routes = app.stats();
     let admin_listen = config.admin_listen;
     let workers = config.workers;
-    let mut server = Server::bind(config, app)?;
-    if let Some(addr) = admin_listen {
-        let listener =
-            TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+
+    // Passed sockets replace --listen and --admin-listen for their role:
+    // one named "admin" is the operator's listener, any other is public.
+    let (mut admin_fds, public_fds): (Vec<_>, Vec<_>) =
+        activated.into_iter().partition(|a| a.name == "admin");
+    if admin_fds.len() > 1 {
+        return Err("systemd passed more than one socket named \"admin\"".into());
+    }
+    let admin_fd = admin_fds.pop();
+    if !public_fds.is_empty() || admin_fd.is_some() {
+        let names: Vec<String> = public_fds
+            .iter()
+            .chain(&admin_fd)
+            .map(|a| match a.listener.local_addr() {
+                Ok(addr) => format!("{} {addr}", a.name),
+                Err(_) => a.name.clone(),
+            })
+            .collect();
+        log::info!(
+            "socket activation: serving on {} passed by systemd{}{}",
+            names.join(", "),
+            if public_fds.is_empty() {
+                ""
+            } else {
+                "; --listen ignored"
+            },
+            if admin_fd.is_some() {
+                "; --admin-listen ignored"
+            } else {
+                ""
+            },
+        );
+    }
+    let mut server = if public_fds.is_empty() {
+        Server::bind(config, app)?
+    } else {
+        let listeners = public_fds.into_iter().map(|a| a.listener).collect();
+        Server::from_listeners(listeners, config, app)?
+    };
+    let admin_listener = match (admin_fd, admin_listen) {
+        (Some(passed), _) => Some(passed.listener),
+        (None, Some(addr)) => {
+            Some(TcpListener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?)
+        }
+        (None, None) => None,
+    };
+    if let Some(listener) = admin_listener {
         let admin = admin::router(AdminState {
             metrics: server.metrics(),
-            cache,
+            cache: cache.clone(),
             routes,
             started,
             workers,
@@ -114,9 +199,25 @@ fn run(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let addr = server.add_listener(listener, admin)?;
         log::info!("operator endpoints (/metrics, /status, /cache/purge) on {addr}");
     }
-    if let Some(log) = access_log {
-        server = server.with_access_log(log);
+    if let Some(log) = &access_log {
+        server = server.with_access_log(log.clone());
     }
+    let _ = health.set(server.health());
+    let status = {
+        let metrics = server.metrics();
+        let cache = cache.clone();
+        move || status_line(&metrics, &cache, workers)
+    };
+    server = server.with_notifier(Notifier::from_env(), status.clone());
+
+    let mut hangups = signal_hook::iterator::Signals::new([SIGHUP])?;
+    std::thread::Builder::new()
+        .name("corral-signals".into())
+        .spawn(move || {
+            for _ in hangups.forever() {
+                hangup(access_log.as_deref(), log_file.as_ref(), &status());
+            }
+        })?;
     let handle = server.shutdown_handle();
     // A second SIGINT exits at once: registered first, it sees the flag the
     // first one set.
@@ -131,4 +232,58 @@ fn run(config: Config) -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// SIGHUP: reopen the access log file (logrotate has moved it) and log a
+/// status line.
+fn hangup(log: Option<&AccessLog>, file: Option<&PathBuf>, status: &str) {
+    let what = match (log, file) {
+        (Some(log), Some(path)) => match log.reopen() {
+            Ok(()) => format!("reopened access log {}", path.display()),
+            Err(e) => {
+                log::error!("SIGHUP: cannot reopen access log {}: {e}", path.display());
+                format!("kept the old access log {}", path.display())
+            }
+        },
+        _ => "no access log file to reopen".to_owned(),
+    };
+    log::info!("SIGHUP: {what}; {status}");
+}
+
+/// The one-line summary for `STATUS=` and SIGHUP.
+fn status_line(m: &Metrics, cache: &ResponseCache, workers: usize) -> String {
+    let cached = cache.stats();
+    format!(
+        "{} requests; {} connections open ({} parked, {} queued); {}/{workers} workers busy; \
+         cache {} entries, {:.1}MiB",
+        m.requests.load(Relaxed),
+        m.connections_open.load(Relaxed),
+        m.connections_parked.load(Relaxed),
+        m.connections_queued.load(Relaxed),
+        m.workers_busy.load(Relaxed),
+        cached.entries,
+        cached.bytes as f64 / f64::from(1 << 20),
+    )
+}
+
+/// The route behind `--x-wedge` (see [`WEDGE_FLAG`]). For the pool, the
+/// handler itself never returns, so each request takes one worker for good
+/// and, once all are taken, queued work ages. For the acceptor and the
+/// parker it tells that thread to hang at its next loop turn.
+fn wedge_route(
+    c: Component,
+    health: Arc<OnceLock<Arc<Health>>>,
+) -> impl Fn(&mut Request) -> Response + Send + Sync + 'static {
+    move |_: &mut Request| {
+        if c == Component::Pool {
+            log::warn!("test hook: a worker hangs now");
+            loop {
+                std::thread::park();
+            }
+        }
+        if let Some(health) = health.get() {
+            health.wedge(c);
+        }
+        Response::text(200, format!("wedging the {c}\n"))
+    }
 }

@@ -7,13 +7,18 @@
 //! a worker serves it until it goes quiet, then parks it; the parker hands
 //! it back to the pool when it is readable again, or ends it at its
 //! deadline. Idle and slow clients therefore hold no worker.
+//!
+//! Under systemd (see [`crate::notify`]) the run also sends `READY=1` once
+//! serving, a `STATUS=` line every few seconds and `WATCHDOG=1` pings from a
+//! fourth thread while the acceptor, the parker and the pool show progress,
+//! then `STOPPING=1` and `EXTEND_TIMEOUT_USEC=` while draining.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use threadpool::ThreadPool;
@@ -23,6 +28,7 @@ use crate::config::Config;
 use crate::conn::{self, Connection, Ctx, Outcome, SystemClock, Timeouts};
 use crate::http::{Limits, Phase};
 use crate::metrics::{GaugeGuard, Metrics};
+use crate::notify::{self, Component, Health, Notifier, PoolSamples};
 use crate::poller::{self, Dispatch, Interest, Parker};
 use crate::router::Handler;
 
@@ -30,8 +36,20 @@ use crate::router::Handler;
 /// on a fresh socket, whose send buffer is empty, so it cannot block.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 21\r\nRetry-After: 1\r\nConnection: close\r\n\r\nserver is busy, retry";
 
-/// How often the parker wakes even when nothing happens: its heartbeat.
-const PARKER_TICK: Duration = Duration::from_secs(1);
+/// How often `STATUS=` is refreshed under systemd: often enough for
+/// `systemctl status` to look live, a datagram each time.
+const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+
+/// While draining, `EXTEND_TIMEOUT_USEC=` goes out this often ...
+const DRAIN_EXTEND_EVERY: Duration = Duration::from_secs(1);
+
+/// ... each promising the next within this, so the stop timeout cannot run
+/// out while connections still finish (the drain itself is bounded by
+/// `shutdown_timeout`).
+const DRAIN_EXTEND_BY: Duration = Duration::from_secs(5);
+
+/// The one-line `STATUS=` text.
+type StatusFn = Box<dyn Fn() -> String + Send + Sync>;
 
 /// The longest pause after accept fails for lack of descriptors or memory.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -41,6 +59,8 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 struct Client {
     conn: Connection<TcpStream>,
     site: usize,
+    /// Whether it waits in the queue after a requeue.
+    requeued: bool,
 }
 
 impl AsRawFd for Client {
@@ -91,9 +111,10 @@ struct Shared {
     timeouts: Timeouts,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
-    access_log: Option<AccessLog>,
+    access_log: Option<Arc<AccessLog>>,
     pool: ThreadPool,
     parker: Parker<Client>,
+    health: Arc<Health>,
 }
 
 /// A bound, not yet running server.
@@ -103,9 +124,12 @@ pub struct Server {
     config: Config,
     handlers: Vec<Arc<dyn Handler>>,
     metrics: Arc<Metrics>,
-    access_log: Option<AccessLog>,
+    access_log: Option<Arc<AccessLog>>,
     handle: ShutdownHandle,
     waker_rx: UnixStream,
+    notifier: Notifier,
+    status: Option<StatusFn>,
+    health: Arc<Health>,
 }
 
 impl Server {
@@ -119,8 +143,11 @@ impl Server {
             .listen
             .iter()
             .map(|addr| {
-                TcpListener::bind(addr)
-                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+                let listener = TcpListener::bind(addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                })?;
+                poller::set_backlog(&listener, poller::LISTEN_BACKLOG)?;
+                Ok(listener)
             })
             .collect::<io::Result<Vec<_>>>()?;
         Server::from_listeners(listeners, config, handler)
@@ -149,6 +176,9 @@ impl Server {
                 waker: Arc::new(waker_tx),
             },
             waker_rx,
+            notifier: Notifier::disabled(),
+            status: None,
+            health: Arc::new(Health::new()),
         })
     }
 
@@ -166,10 +196,31 @@ impl Server {
         Ok(addr)
     }
 
-    /// Sends access lines to `log`.
-    pub fn with_access_log(mut self, log: AccessLog) -> Server {
-        self.access_log = Some(log);
+    /// Sends access lines to `log`. Pass an `Arc` to keep a handle, say to
+    /// [`AccessLog::reopen`] it on SIGHUP.
+    pub fn with_access_log(mut self, log: impl Into<Arc<AccessLog>>) -> Server {
+        self.access_log = Some(log.into());
         self
+    }
+
+    /// Reports to systemd through `notifier`: `READY=1` when [`Server::run`]
+    /// starts serving, `STATUS=` with the line `status` gives every few
+    /// seconds, `WATCHDOG=1` while the server makes progress (if systemd set
+    /// a watchdog), `STOPPING=1` when shutdown begins and
+    /// `EXTEND_TIMEOUT_USEC=` while it drains.
+    pub fn with_notifier(
+        mut self,
+        notifier: Notifier,
+        status: impl Fn() -> String + Send + Sync + 'static,
+    ) -> Server {
+        self.notifier = notifier;
+        self.status = Some(Box::new(status));
+        self
+    }
+
+    /// The progress marks the watchdog judges (and its test hook).
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     /// The addresses actually bound (port 0 resolved), in the order the
@@ -194,6 +245,11 @@ impl Server {
     /// Serves until shutdown, then drains for up to the shutdown timeout.
     pub fn run(self) -> io::Result<RunReport> {
         let config = self.config;
+        let notifier = self.notifier;
+        let status = self.status.unwrap_or_else(|| Box::new(String::new));
+        let health = self.health;
+        // Idle loops must wake often enough to beat within a watchdog period.
+        let tick = notify::beat_interval(notifier.watchdog_period());
         let shared = Arc::new(Shared {
             handlers: self.handlers,
             limits: Limits {
@@ -216,12 +272,13 @@ impl Server {
                 .thread_name("corral-worker".into())
                 .build(),
             parker: Parker::new()?,
+            health: health.clone(),
         });
         let parker_thread = {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("corral-parker".into())
-                .spawn(move || shared.parker.run(&ParkerEvents(&shared), PARKER_TICK))?
+                .spawn(move || shared.parker.run(&ParkerEvents(&shared), tick))?
         };
         log::info!(
             "corral {} listening on {}; {}",
@@ -244,17 +301,38 @@ impl Server {
             backoff: Duration::ZERO,
             last_error_log: None,
             suppressed: 0,
+            tick,
         };
-        acceptor.run();
+        // Every listener is bound (the kernel queues connections until the
+        // acceptor takes them), so this is the moment to say so.
+        notifier.ready(&status());
+        std::thread::scope(|s| {
+            let (stop_tx, stop_rx) = mpsc::channel::<()>();
+            if notifier.is_enabled() {
+                std::thread::Builder::new()
+                    .name("corral-watchdog".into())
+                    .spawn_scoped(s, || supervise(&notifier, &health, &*status, stop_rx))?;
+            }
+            acceptor.run();
+            // Ends the supervisor (also when the acceptor panics).
+            drop(stop_tx);
+            io::Result::Ok(())
+        })?;
         // Closing the listeners refuses new connections at once.
         drop(acceptor);
         log::info!("shutting down: draining in-flight requests");
+        notifier.stopping();
         shared.parker.stop();
         let _ = parker_thread.join();
 
         let deadline = Instant::now() + config.shutdown_timeout;
         let open = || shared.metrics.connections_open.load(Ordering::SeqCst);
+        let mut next_extend = Instant::now();
         while open() > 0 && Instant::now() < deadline {
+            if Instant::now() >= next_extend {
+                notifier.extend_timeout(DRAIN_EXTEND_BY);
+                next_extend += DRAIN_EXTEND_EVERY;
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         let abandoned = open();
@@ -266,6 +344,58 @@ impl Server {
             log::info!("shutdown complete");
         }
         Ok(RunReport { abandoned })
+    }
+}
+
+/// Reports to systemd while the server runs: `WATCHDOG=1` every half
+/// period while `health` shows progress, and `STATUS=` every
+/// `STATUS_INTERVAL`. Returns when `stop`'s sender goes away.
+fn supervise(
+    notifier: &Notifier,
+    health: &Health,
+    status: &(dyn Fn() -> String + Sync),
+    stop: mpsc::Receiver<()>,
+) {
+    let period = notifier.watchdog_period();
+    let every = period.map_or(STATUS_INTERVAL, |p| (p / 2).min(STATUS_INTERVAL));
+    let mut samples = PoolSamples::default();
+    let mut next = Instant::now() + every;
+    let mut next_status = Instant::now() + STATUS_INTERVAL;
+    let mut stalled = false;
+    loop {
+        let wait = next.saturating_duration_since(Instant::now());
+        if !matches!(
+            stop.recv_timeout(wait),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        ) {
+            return;
+        }
+        let now = Instant::now();
+        // A fixed schedule, so pings do not drift later by the time each
+        // turn takes; after a long pause (a suspended VM) start afresh
+        // rather than catch up in a burst.
+        next = (next + every).max(now);
+        if let Some(period) = period {
+            match health.check(&mut samples, period) {
+                Ok(()) => {
+                    if std::mem::take(&mut stalled) {
+                        log::warn!("watchdog: progress again; pinging systemd");
+                    }
+                    notifier.watchdog();
+                }
+                Err(stall) => {
+                    if !std::mem::replace(&mut stalled, true) {
+                        log::error!(
+                            "watchdog: {stall}; withholding WATCHDOG=1 so that systemd restarts corral"
+                        );
+                    }
+                }
+            }
+        }
+        if now >= next_status {
+            notifier.status(&status());
+            next_status = now + STATUS_INTERVAL;
+        }
     }
 }
 
@@ -297,6 +427,11 @@ impl Dispatch<Client> for ParkerEvents<'_> {
             submit(self.0, c);
         }
     }
+
+    fn tick(&self) {
+        self.0.health.hold_if_wedged(Component::Parker);
+        self.0.health.beat(Component::Parker);
+    }
 }
 
 fn ctx<'a>(
@@ -310,7 +445,7 @@ fn ctx<'a>(
         timeouts: shared.timeouts,
         shutdown: &shared.shutdown,
         others_waiting,
-        access_log: shared.access_log.as_ref(),
+        access_log: shared.access_log.as_deref(),
         metrics: &shared.metrics,
     }
 }
@@ -318,15 +453,24 @@ fn ctx<'a>(
 /// Hands a connection to the pool.
 fn submit(shared: &Arc<Shared>, mut c: Client) {
     Metrics::inc(&shared.metrics.connections_queued);
+    shared.health.job_queued();
     let s = shared.clone();
     shared.pool.execute(move || {
+        s.health.job_started();
         let m = &s.metrics;
         Metrics::dec(&m.connections_queued);
+        if std::mem::take(&mut c.requeued) {
+            Metrics::dec(&m.connections_requeued);
+        }
         let _busy = GaugeGuard::new(s.metrics.clone(), |m| &m.workers_busy);
         let others_waiting = || m.connections_queued.load(Ordering::Relaxed) > 0;
         match conn::serve(&mut c.conn, &ctx(&s, c.site, &others_waiting)) {
             Outcome::Close => {}
-            Outcome::Requeue => submit(&s, c),
+            Outcome::Requeue => {
+                c.requeued = true;
+                Metrics::inc(&m.connections_requeued);
+                submit(&s, c);
+            }
             Outcome::Park(deadline) => {
                 // Counted before parking: the parker may hand it back (and
                 // count it out) before `park` even returns.
@@ -362,6 +506,8 @@ struct Acceptor<'a> {
     backoff: Duration,
     last_error_log: Option<Instant>,
     suppressed: u64,
+    /// The longest wait for a connection: the heartbeat interval.
+    tick: Duration,
 }
 
 impl Acceptor<'_> {
@@ -369,6 +515,8 @@ impl Acceptor<'_> {
         let mut fds: Vec<_> = self.listeners.iter().map(|(l, _)| l.as_raw_fd()).collect();
         fds.push(self.waker.as_raw_fd());
         while !self.shared.shutdown.load(Ordering::SeqCst) {
+            self.shared.health.hold_if_wedged(Component::Acceptor);
+            self.shared.health.beat(Component::Acceptor);
             if !self.backoff.is_zero() {
                 // Out of descriptors: the listeners stay readable, so wait on
                 // the waker alone or this loop would spin.
@@ -379,7 +527,7 @@ impl Acceptor<'_> {
                 );
                 self.drain_waker();
             }
-            let ready = match poller::wait(&fds, Interest::Read, Some(Duration::from_secs(1))) {
+            let ready = match poller::wait(&fds, Interest::Read, Some(self.tick)) {
                 Ok(r) => r,
                 Err(e) => {
                     self.accept_failed(&e);
@@ -455,8 +603,11 @@ impl Acceptor<'_> {
         // Responses go out in one write each; Nagle would only delay them.
         let _ = stream.set_nodelay(true);
         let open = shared.metrics.connections_open.load(Ordering::Relaxed);
+        // Connections gone round the queue after a response would be parked
+        // otherwise, so they do not make the queue full for newcomers.
         let queued = shared.metrics.connections_queued.load(Ordering::Relaxed);
-        if open >= self.max_connections || queued >= self.queue {
+        let requeued = shared.metrics.connections_requeued.load(Ordering::Relaxed);
+        if open >= self.max_connections || queued.saturating_sub(requeued) >= self.queue {
             Metrics::inc(&shared.metrics.connections_rejected);
             log::debug!("{peer}: busy (open {open}, queued {queued}), answered 503");
             reject(stream);
@@ -467,7 +618,14 @@ impl Acceptor<'_> {
             .with_gauge(GaugeGuard::new(shared.metrics.clone(), |m| {
                 &m.connections_open
             }));
-        submit(shared, Client { conn, site });
+        submit(
+            shared,
+            Client {
+                conn,
+                site,
+                requeued: false,
+            },
+        );
     }
 }
 

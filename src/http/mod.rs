@@ -293,11 +293,20 @@ impl Conn {
     }
 
     /// 414 while the request line itself is what overflowed, 431 otherwise.
+    ///
+    /// The request line's end is measured from the start of the buffer, as
+    /// the empty lines before it count against the limit too. So only the
+    /// first `max_head_bytes` bytes decide, and the answer is the same
+    /// however the bytes arrived (found by the `request_head` fuzz target).
     fn oversize_error(&self, data: &[u8]) -> Error {
-        let line_end = data
+        let lead = data
             .iter()
-            .skip_while(|&&b| b == b'\r' || b == b'\n')
-            .position(|&b| b == b'\n');
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        let line_end = data[lead..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map(|i| lead + i);
         match line_end {
             Some(i) if i < self.limits.max_head_bytes => Error::HeadTooLarge,
             _ => Error::UriTooLong,

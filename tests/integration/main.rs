@@ -5,8 +5,13 @@
 
 mod support;
 
+mod admin;
+mod arrays;
 mod bodies;
+mod cache;
 mod cli;
+mod conditional;
+mod deploy;
 mod emfile;
 mod expect;
 mod head;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use corral::cached::ResponseCache;
 use corral::config::{AccessLogTarget, Config};
 use corral::metrics::Metrics;
 use corral::server::{RunReport, Server, ShutdownHandle};
@@ -76,11 +77,17 @@ pub fn start(tweak: impl FnOnce(&mut Config), handler: impl Handler) -> TestServ
 
 /// Starts the built-in app with a cache of its own.
 pub fn start_app(tweak: impl FnOnce(&mut Config)) -> TestServer {
-    let mut config = Config::default();
+    start_app_with_cache(tweak).0
+}
+
+/// Starts the built-in app on [`test_config`] changed by `tweak`, and
+/// returns the app's cache too, so a test can read its counters.
+pub fn start_app_with_cache(tweak: impl FnOnce(&mut Config)) -> (TestServer, ResponseCache) {
+    let mut config = test_config();
     tweak(&mut config);
     let cache = corral::cached::new_cache(config.cache_config());
-    let app = corral::app::router(cache, corral::app::AppLimits::from(&config));
-    start(|c| *c = config, app)
+    let app = corral::app::router(cache.clone(), corral::app::AppLimits::from(&config));
+    (start(|c| *c = config, app), cache)
 }
 
 impl TestServer {
@@ -244,7 +251,24 @@ impl Client {
 
     /// Sends `GET path` on HTTP/1.1 and reads the response.
     pub fn get(&mut self, path: &str) -> Resp {
-        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n"));
+        self.get_with(path, &[])
+    }
+
+    /// Sends `GET path` with extra header fields and reads the response.
+    pub fn get_with(&mut self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        self.send(request_head("GET", path, headers));
+        self.response()
+    }
+
+    /// Sends `HEAD path` and reads the response head.
+    pub fn head(&mut self, path: &str) -> Resp {
+        self.send(request_head("HEAD", path, &[]));
+        self.head_response()
+    }
+
+    /// Sends `POST path` with an empty body and reads the response.
+    pub fn post_empty(&mut self, path: &str) -> Resp {
+        self.send(request_head("POST", path, &[("Content-Length", "0")]));
         self.response()
     }
 
@@ -406,7 +430,16 @@ impl Client {
     /// Reads more bytes into the buffer; 0 at end of stream.
     fn fill(&mut self) -> io::Result<usize> {
         let mut chunk = [0u8; 16 * 1024];
-        let n = self.stream.read(&mut chunk)?;
+        // A read on a socket with a timeout fails with EINTR when the
+        // process is stopped and resumed, even with no signal handler
+        // (signal(7)); the server has said nothing by that, so read again.
+        let mut tries = 0;
+        let n = loop {
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted && tries < 100 => tries += 1,
+                result => break result?,
+            }
+        };
         self.buf.extend_from_slice(&chunk[..n]);
         Ok(n)
     }
@@ -456,6 +489,16 @@ impl Client {
     pub fn buffered(&self) -> &[u8] {
         &self.buf
     }
+}
+
+/// An HTTP/1.1 request head with `Host` and the given fields.
+fn request_head(method: &str, path: &str, headers: &[(&str, &str)]) -> String {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -573,6 +616,23 @@ impl Proc {
                 Err(_) => return None,
             }
         }
+    }
+
+    /// The address of the operator's listener, from the binary's
+    /// "operator endpoints (...) on ADDR" line (logged before the
+    /// "listening on" line, so usually seen already).
+    pub fn admin_addr(&mut self) -> SocketAddr {
+        const NEEDLE: &str = "operator endpoints";
+        let line = match self.seen.iter().find(|l| l.contains(NEEDLE)) {
+            Some(line) => line.clone(),
+            None => self
+                .wait_line(NEEDLE, Duration::from_secs(10))
+                .unwrap_or_else(|| panic!("no operator endpoints line; stderr: {:#?}", self.seen)),
+        };
+        line.rsplit(" on ")
+            .next()
+            .and_then(|a| a.trim().parse().ok())
+            .unwrap_or_else(|| panic!("cannot parse the admin address from {line:?}"))
     }
 
     /// Sends `signal` to the process.
