@@ -10,18 +10,18 @@
 //! needs systemd itself; `systemd-socket-activate` is used in one more
 //! check when it is installed.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{bin, clean_env, spawn_bin, wait_until, Client, Proc};
+use crate::support::{
+    bin, clean_env, listening_addr, spawn_bin, start_proc, wait_until, Client, Proc,
+};
 
 /// The watchdog period the tests ask for: short, so a test takes about a
 /// second, and long enough for a loaded machine to keep up.
@@ -143,43 +143,6 @@ fn notified(notify: &NotifySocket, listen: &str, args: &[&str]) -> Command {
     cmd
 }
 
-/// Starts `cmd` with its stderr forwarded line by line; does not wait for
-/// anything.
-fn start(mut cmd: Command) -> Proc {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    let stderr = child.stderr.take().expect("stderr pipe");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    Proc {
-        child,
-        addr: "127.0.0.1:0".parse().unwrap(),
-        stderr: rx,
-        seen: Vec::new(),
-    }
-}
-
-/// The public address from the "listening on" line.
-fn listening_addr(proc: &mut Proc) -> SocketAddr {
-    let line = proc
-        .wait_line("listening on ", Duration::from_secs(10))
-        .unwrap_or_else(|| panic!("no listening line; stderr: {:#?}", proc.seen));
-    let rest = &line[line.find("listening on ").unwrap() + "listening on ".len()..];
-    rest.split([';', ',', ' '])
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("cannot parse address from {line:?}"))
-}
-
 /// A loopback port that was free a moment ago.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -209,7 +172,7 @@ fn notify_path_socket_ready_when_accepting_pings_status_stopping() {
     // A port chosen up front, so the test can connect the moment READY
     // arrives without first reading the log.
     let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut proc = start(notified(&notify, &addr.to_string(), &[]));
+    let mut proc = start_proc(notified(&notify, &addr.to_string(), &[]));
     let (ready_at, ready) = notify.expect("READY=1", Duration::from_secs(10));
     // The port accepts and serves as soon as READY has been sent.
     let mut c = Client::connect(addr);
@@ -261,7 +224,7 @@ fn notify_path_socket_ready_when_accepting_pings_status_stopping() {
 #[test]
 fn notify_abstract_socket_stopping_then_extend_timeout_while_draining() {
     let notify = NotifySocket::abstract_name("drain");
-    let mut proc = start(notified(&notify, "127.0.0.1:0", &[]));
+    let mut proc = start_proc(notified(&notify, "127.0.0.1:0", &[]));
     notify.expect("READY=1", Duration::from_secs(10));
     let addr = listening_addr(&mut proc);
     notify.expect("WATCHDOG=1", Duration::from_secs(5));
@@ -303,7 +266,7 @@ fn pings_stop_when_wedged(
     let flag = format!("--x-wedge={component}");
     let mut all = vec![flag.as_str()];
     all.extend_from_slice(args);
-    let mut proc = start(notified(&notify, "127.0.0.1:0", &all));
+    let mut proc = start_proc(notified(&notify, "127.0.0.1:0", &all));
     notify.expect("READY=1", Duration::from_secs(10));
     let addr = listening_addr(&mut proc);
     notify.expect("WATCHDOG=1", Duration::from_secs(5));
@@ -440,7 +403,7 @@ fn spawn_activated(sockets: &[(RawFd, &str)], args: &[&str]) -> Proc {
             Ok(())
         });
     }
-    start(cmd)
+    start_proc(cmd)
 }
 
 #[test]
@@ -515,7 +478,7 @@ fn socket_activation_with_systemd_socket_activate() {
     clean_env(&mut cmd);
     cmd.args(["-l", &addr.to_string(), "--fdname=http", bin()])
         .args(["--admin-listen", "off", "--access-log", "off"]);
-    let mut proc = start(cmd);
+    let mut proc = start_proc(cmd);
     assert!(
         proc.wait_line("Listening on", Duration::from_secs(10))
             .is_some(),

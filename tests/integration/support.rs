@@ -544,9 +544,9 @@ pub fn clean_env(cmd: &mut Command) {
     }
 }
 
-/// Starts the binary on `127.0.0.1:0` (the admin listener too) with `args`, and waits (at most 10 s)
-/// for its "listening on" line. `wrap` runs it through a shell prefix such
-/// as `bash -c 'ulimit -n 40; exec "$0" "$@"'`.
+/// Starts the binary on `127.0.0.1:0` (the admin listener too) with
+/// `args`, and waits (at most 10 s) for its "listening on" line. `wrap` runs
+/// it through a shell prefix such as `bash -c 'ulimit -n 40; exec "$0" "$@"'`.
 pub fn spawn_bin(args: &[&str], wrap: Option<&[&str]>) -> Proc {
     let mut cmd = match wrap {
         Some(prefix) => {
@@ -559,14 +559,21 @@ pub fn spawn_bin(args: &[&str], wrap: Option<&[&str]>) -> Proc {
     clean_env(&mut cmd);
     // The admin port's default is fixed; tests run side by side.
     cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(args)
-        .stdin(Stdio::null())
+        .args(args);
+    let mut proc = start_proc(cmd);
+    proc.addr = listening_addr(&mut proc);
+    proc
+}
+
+/// Starts `cmd` with its stderr forwarded line by line (so the pipe never
+/// fills up and stalls the server); waits for nothing.
+pub fn start_proc(mut cmd: Command) -> Proc {
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn corral");
     let stderr = child.stderr.take().expect("stderr pipe");
     let (tx, rx) = mpsc::channel();
-    // Forward every line, so the pipe never fills up and stalls the server.
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
@@ -575,24 +582,25 @@ pub fn spawn_bin(args: &[&str], wrap: Option<&[&str]>) -> Proc {
             }
         }
     });
-    let mut proc = Proc {
+    Proc {
         child,
         addr: "127.0.0.1:0".parse().unwrap(),
         stderr: rx,
         seen: Vec::new(),
-    };
+    }
+}
+
+/// The public address from the "listening on" line (waited for, 10 s at
+/// most).
+pub fn listening_addr(proc: &mut Proc) -> SocketAddr {
     let line = proc
         .wait_line("listening on ", Duration::from_secs(10))
         .unwrap_or_else(|| panic!("no listening line; stderr so far: {:#?}", proc.seen));
     let rest = &line[line.find("listening on ").unwrap() + "listening on ".len()..];
-    let addr = rest
-        .split([';', ',', ' '])
+    rest.split([';', ',', ' '])
         .next()
-        .unwrap_or_default()
-        .parse()
-        .unwrap_or_else(|_| panic!("cannot parse address from {line:?}"));
-    proc.addr = addr;
-    proc
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("cannot parse address from {line:?}"))
 }
 
 impl Proc {
