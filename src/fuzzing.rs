@@ -19,8 +19,9 @@
 //!   stream, under a virtual clock, with a simulated parker. It ends within a
 //!   number of transport calls proportional to the input, never spins, and
 //!   writes a well-formed response per request, in order, the requests being
-//!   the ones a plain [`Conn`] finds in the same bytes; after an error
-//!   response nothing more is read.
+//!   the ones a plain [`Conn`] finds in the same bytes (fed whole, and one
+//!   byte at a time with the progress rule checked on every poll); after an
+//!   error response nothing more is read.
 //! - [`differential`]: requests built from a grammar (odd whitespace, case,
 //!   duplicated and folded fields, every Content-Length and
 //!   Transfer-Encoding combination, bodies right and wrong), framed by
@@ -1749,11 +1750,25 @@ struct Replay {
     seq: usize,
     shutdown_after: Option<usize>,
     shutdown: bool,
+    /// Whether to refuse `100-continue` bodies as the handler does (else
+    /// every body is wanted, which makes runs split differently comparable).
+    refuse: bool,
+}
+
+impl Replay {
+    fn new(shutdown_after: Option<usize>, refuse: bool) -> Replay {
+        Replay {
+            seq: 0,
+            shutdown_after,
+            shutdown: false,
+            refuse,
+        }
+    }
 }
 
 impl Policy for Replay {
     fn wants_body(&mut self, head: &Head) -> bool {
-        !self.shutdown && wants_body(head.path())
+        !self.refuse || (!self.shutdown && wants_body(head.path()))
     }
 
     fn respond(&mut self, req: &Request) -> (Response, bool, bool) {
@@ -1770,7 +1785,7 @@ impl Policy for Replay {
 const ERROR_STATUSES: [u16; 8] = [400, 408, 413, 414, 417, 431, 501, 505];
 
 /// The real connection loop over a scripted peer. Input: a configuration
-/// byte, the number of control bytes, the control bytes (see [`Script`]),
+/// byte, the number of control bytes, the control bytes (see `Script`),
 /// then what the peer sends.
 ///
 /// The configuration byte: bits 0-1 pick the limits, bit 2 whether the peer
@@ -1880,13 +1895,26 @@ fn serve_script(data: &[u8]) -> (usize, usize) {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let io = &conn.io;
-    let mut policy = Replay {
-        seq: 0,
-        shutdown_after,
-        shutdown: false,
-    };
-    let replay = drive(limits, &[&io.delivered], &mut policy);
+    let replay = drive(
+        limits,
+        &[&io.delivered],
+        &mut Replay::new(shutdown_after, true),
+    );
     check_served(&seen, &replay, io, &metrics);
+
+    // The same bytes one at a time: every byte is at the front of the
+    // buffer at some point, so the progress rule is checked everywhere, not
+    // only where the script's pieces happened to end.
+    if io.delivered.len() <= 2048 {
+        let whole = drive(
+            limits,
+            &[&io.delivered],
+            &mut Replay::new(shutdown_after, false),
+        );
+        let bytes: Vec<&[u8]> = io.delivered.chunks(1).collect();
+        let each = drive(limits, &bytes, &mut Replay::new(shutdown_after, false));
+        assert_same(&whole, &each, "one byte at a time");
+    }
     (seen.len(), io.out.len())
 }
 
