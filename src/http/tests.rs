@@ -610,6 +610,20 @@ fn head_limits() {
         ),
         ok("fields at the limit", fields(8), vec![get("/")]),
         bad("too many fields", fields(9), 431),
+        // Empty lines before the request line count against the limit, and
+        // the verdict must not depend on how the bytes arrive (found by the
+        // request_head fuzz target): the line ends within the first 256
+        // bytes, so 431 whole and byte by byte alike.
+        bad(
+            "empty lines then a long line",
+            "\r\n".repeat(60) + &line_of_len(130) + "Host: a\r\n\r\n",
+            431,
+        ),
+        bad(
+            "empty lines push the line end past the limit",
+            "\r\n".repeat(70) + &line_of_len(130) + "Host: a\r\n\r\n",
+            414,
+        ),
     ]);
 }
 
