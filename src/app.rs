@@ -152,38 +152,36 @@ fn serve_array(
     format: Format,
     compute: impl FnOnce() -> Array,
 ) -> Response {
-    let fresh = Freshness::default();
-    let retry = cache.config().error_ttl;
-    let base = |compute: Box<dyn FnOnce() -> Array + '_>| {
-        cache.get_or_compute(&key.to_owned(), || Ok::<_, String>(raw_entry(&compute())))
+    // The raw entry: computed at most once, and the source of every other
+    // encoding of the same array.
+    let raw_lookup =
+        move || cache.get_or_compute(&key.to_owned(), || Ok::<_, String>(raw_entry(&compute())));
+    let found = if format == Format::Raw {
+        raw_lookup()
+    } else {
+        cache.get_or_compute(&format!("{key}&format={}", format.name()), || {
+            let raw = raw_lookup().map_err(|e| e.to_string())?;
+            let array = decode_raw(&raw.value).ok_or("cached array is damaged")?;
+            let bytes = arrays::encode(&array, format).ok_or("format does not fit the array")?;
+            Ok::<_, String>(with_array_headers(
+                CachedBody::new(bytes, format.content_type()),
+                &array,
+            ))
+        })
     };
-    if format == Format::Raw {
-        return match base(Box::new(compute)) {
-            Ok(found) => respond(req, &found.value, found.outcome, &fresh),
-            Err(e) => error_response(&e, retry),
-        };
-    }
-    let encoded_key = format!("{key}&format={}", format.name());
-    let found = cache.get_or_compute(&encoded_key, || {
-        let raw = base(Box::new(compute)).map_err(|e| e.to_string())?;
-        let array = decode_raw(&raw.value).ok_or("cached array is damaged")?;
-        let bytes = arrays::encode(&array, format).ok_or("format does not fit the array")?;
-        Ok::<_, String>(with_array_headers(
-            CachedBody::new(bytes, format.content_type()),
-            &array,
-        ))
-    });
     match found {
-        Ok(found) => respond(req, &found.value, found.outcome, &fresh),
-        Err(e) => error_response(&e, retry),
+        Ok(found) => respond(req, &found.value, found.outcome, &Freshness::default()),
+        Err(e) => error_response(&e, cache.config().error_ttl),
     }
 }
 
 /// The elements as little-endian `uint32`, with the dtype and shape in
 /// headers so the raw bytes need nothing else to be read back.
 fn raw_entry(a: &Array) -> CachedBody {
-    let bytes: Vec<u8> = a.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-    with_array_headers(CachedBody::new(bytes, Format::Raw.content_type()), a)
+    with_array_headers(
+        CachedBody::new(arrays::raw(a), Format::Raw.content_type()),
+        a,
+    )
 }
 
 fn with_array_headers(body: CachedBody, a: &Array) -> CachedBody {

@@ -191,7 +191,8 @@ pub fn npy(a: &Array) -> Vec<u8> {
     out
 }
 
-fn raw(a: &Array) -> Vec<u8> {
+/// The elements as little-endian bytes.
+pub fn raw(a: &Array) -> Vec<u8> {
     a.data.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 

@@ -596,9 +596,11 @@ pub fn write_all<T: Transport, C: Clock>(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 let now = clock.now();
-                if now >= deadline
-                    || !io.wait(Interest::Write, deadline - now)? && clock.now() >= deadline
-                {
+                if now >= deadline {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                let writable = io.wait(Interest::Write, deadline - now)?;
+                if !writable && clock.now() >= deadline {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
             }

@@ -315,16 +315,19 @@ fn watchdog_pings_stop_when_the_pool_is_wedged() {
     );
 }
 
+/// Asks the server to wedge the component its `--x-wedge` names.
+fn wedge_by_request(addr: SocketAddr) -> Vec<Client> {
+    let mut c = Client::connect(addr);
+    assert_eq!(c.get("/x-wedge").status, 200);
+    vec![c]
+}
+
 #[test]
 fn watchdog_pings_stop_when_the_acceptor_is_wedged() {
     pings_stop_when_wedged(
         "acceptor",
         &[],
-        |addr| {
-            let mut c = Client::connect(addr);
-            assert_eq!(c.get("/x-wedge").status, 200);
-            vec![c]
-        },
+        wedge_by_request,
         // The acceptor wakes every quarter period and hangs; its beat is
         // stale a period later, seen at the next half-period check.
         PERIOD / 4 + PERIOD + PERIOD / 2 + SLACK,
@@ -336,11 +339,7 @@ fn watchdog_pings_stop_when_the_parker_is_wedged() {
     pings_stop_when_wedged(
         "parker",
         &[],
-        |addr| {
-            let mut c = Client::connect(addr);
-            assert_eq!(c.get("/x-wedge").status, 200);
-            vec![c]
-        },
+        wedge_by_request,
         PERIOD / 4 + PERIOD + PERIOD / 2 + SLACK,
     );
 }
