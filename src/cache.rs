@@ -145,7 +145,6 @@
 //! needs two at once, take the map lock before a slot's, never the reverse,
 //! and never wait or compute while holding the map lock.
 
-use std::any::Any;
 use std::borrow::Borrow;
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;
@@ -154,14 +153,13 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{
-    Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard,
-    RwLockWriteGuard,
-};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, RwLock};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
+
+use crate::unwind::{lock, panic_message, read, write};
 
 /// Remembered failures kept at most, so that a stream of distinct failing
 /// keys cannot grow the table without bound. Past it, expired ones are
@@ -740,7 +738,7 @@ where
             Err(payload) => {
                 let msg = panic_message(&*payload);
                 log::error!("cache computation panicked: {msg}");
-                Error::Panicked(msg)
+                Error::Panicked(msg.into())
             }
         };
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -1246,17 +1244,6 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Clone> Map<K, V, S> {
     }
 }
 
-/// The message of a caught panic.
-fn panic_message(payload: &(dyn Any + Send)) -> Arc<str> {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        Arc::from(*s)
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        Arc::from(s.as_str())
-    } else {
-        Arc::from("non-string panic payload")
-    }
-}
-
 /// `d` scaled by a random factor in [0.75, 1.25], so that failures
 /// remembered together do not all expire together.
 fn jitter(d: Duration) -> Duration {
@@ -1290,18 +1277,6 @@ fn splitmix64(state: &mut u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -405,15 +405,6 @@ fn send_error<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>, e
     c.http.response_sent();
 }
 
-/// The text of a panic payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-text panic payload)")
-}
-
 /// Runs the handler and writes its response. Returns whether the connection
 /// persists.
 fn respond<T: Transport, C: Clock>(
@@ -432,7 +423,7 @@ fn respond<T: Transport, C: Clock>(
                 "handler panicked on {} {}: {}",
                 req.method(),
                 req.target(),
-                panic_message(payload.as_ref())
+                crate::unwind::panic_message(payload.as_ref())
             );
             Response::error(500, "").with_close()
         }
@@ -533,7 +524,7 @@ fn stream_body<T: Transport, C: Clock>(
                 Metrics::inc(&ctx.metrics.handler_panics);
                 log::error!(
                     "response body stream panicked: {}",
-                    panic_message(p.as_ref())
+                    crate::unwind::panic_message(p.as_ref())
                 );
                 return Err(io::Error::other("body stream panicked"));
             }

@@ -85,6 +85,9 @@ pub mod notify;
 pub mod poller;
 pub mod router;
 pub mod server;
+// Crate-private: how the modules that catch panics describe them and lock
+// past them.
+mod unwind;
 
 pub use http::{Body, Request, Response};
 pub use router::{Handler, Router};

@@ -234,7 +234,7 @@ impl<T: Parkable> Parker<T> {
     fn lock(&self) -> MutexGuard<'_, Table<T>> {
         // A panic elsewhere cannot leave the table half-updated: every
         // mutation is a single insert or remove.
-        self.table.lock().unwrap_or_else(|e| e.into_inner())
+        crate::unwind::lock(&self.table)
     }
 
     /// Parks `item` until it is readable or `deadline` passes. On error the
