@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use corral::cache::{Cache, CacheConfig, Outcome};
+//! use corral::cache::{Cache, CacheConfig, LookupOutcome};
 //! use once_cell::sync::Lazy;
 //!
 //! static SQUARES: Lazy<Cache<String, Arc<Vec<u64>>>> = Lazy::new(|| {
@@ -19,19 +19,19 @@
 //! let first = SQUARES
 //!     .get_or_compute(&key, || Ok::<_, String>(Arc::new((0..1000u64).map(|i| i * i).collect())))
 //!     .unwrap();
-//! assert_eq!(first.outcome, Outcome::Miss);
+//! assert_eq!(first.outcome, LookupOutcome::Miss);
 //! let again = SQUARES
 //!     .get_or_compute(&key, || Err::<Arc<Vec<u64>>, _>("not called on a hit"))
 //!     .unwrap();
-//! assert_eq!(again.outcome, Outcome::Hit);
+//! assert_eq!(again.outcome, LookupOutcome::Hit);
 //! assert!(Arc::ptr_eq(&first.value, &again.value));
 //! assert_eq!(SQUARES.bytes(), 8000);
 //! ```
 //!
 //! # What a lookup does
 //!
-//! [`Cache::get_or_compute`] returns the value and how it was obtained, an
-//! [`Outcome`]:
+//! [`Cache::get_or_compute`] returns the value and how it was obtained, a
+//! [`LookupOutcome`]:
 //!
 //! - `Hit`: a fresh entry was found under the read lock. A hit takes no write
 //!   lock and moves nothing; it only sets the entry's visited bit, and only
@@ -244,7 +244,7 @@ impl std::error::Error for Error {}
 
 /// How a lookup got its value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum LookupOutcome {
     /// A fresh stored value.
     Hit,
     /// This caller computed the value.
@@ -261,7 +261,7 @@ pub struct Lookup<V> {
     /// The value; a clone of the one stored.
     pub value: V,
     /// Where it came from.
-    pub outcome: Outcome,
+    pub outcome: LookupOutcome,
 }
 
 macro_rules! counters {
@@ -439,7 +439,7 @@ where
     }
 
     /// Like [`get_or_compute_ttl`](Self::get_or_compute_ttl), but an
-    /// expired value is served at once as [`Outcome::Stale`] while one
+    /// expired value is served at once as [`LookupOutcome::Stale`] while one
     /// background thread recomputes it; concurrent stale lookups share that
     /// refresh. With nothing stored at all, this computes like a miss.
     pub fn get_or_compute_swr<E, F>(&self, key: &K, compute: F) -> Result<Lookup<V>, Error>
@@ -466,7 +466,7 @@ where
             log::warn!("cannot start a cache refresh thread: {e}");
             let _ = self.inner.finish(key, &slot, Err(Error::Busy));
         }
-        Ok(self.inner.served(stale, Outcome::Stale))
+        Ok(self.inner.served(stale, LookupOutcome::Stale))
     }
 
     /// The fresh stored value for `key`, if any. Never computes or waits.
@@ -631,16 +631,16 @@ where
                 let value = self.lead(key, &slot, compute)?;
                 Ok(Lookup {
                     value,
-                    outcome: Outcome::Miss,
+                    outcome: LookupOutcome::Miss,
                 })
             }
         }
     }
 
     /// Counts a value served without computing.
-    fn served(&self, value: V, outcome: Outcome) -> Lookup<V> {
+    fn served(&self, value: V, outcome: LookupOutcome) -> Lookup<V> {
         match outcome {
-            Outcome::Stale => {
+            LookupOutcome::Stale => {
                 self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
             }
             _ => self.hits.add(1),
@@ -662,7 +662,7 @@ where
         match &*result {
             Some(Ok(value)) => Ok(Lookup {
                 value: value.clone(),
-                outcome: Outcome::Coalesced,
+                outcome: LookupOutcome::Coalesced,
             }),
             Some(Err(error)) => Err(error.clone()),
             None => {
@@ -1135,13 +1135,13 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Clone> Map<K, V, S> {
             e.visit();
             return Some(Step::Done(Lookup {
                 value: e.value.clone(),
-                outcome: Outcome::Hit,
+                outcome: LookupOutcome::Hit,
             }));
         }
         let stale = || match entry {
             Some(e) if swr => Some(Step::Done(Lookup {
                 value: e.value.clone(),
-                outcome: Outcome::Stale,
+                outcome: LookupOutcome::Stale,
             })),
             _ => None,
         };
@@ -1405,7 +1405,7 @@ mod tests {
         send_sync::<Cache<String, Bytes>>();
         static GLOBAL: Lazy<Cache<String, Bytes>> = Lazy::new(|| cache(config()));
         let got = GLOBAL.get_or_compute(&key("a"), || bytes(3)).unwrap();
-        assert_eq!((got.outcome, got.value.len()), (Outcome::Miss, 3));
+        assert_eq!((got.outcome, got.value.len()), (LookupOutcome::Miss, 3));
     }
 
     #[test]
@@ -1434,7 +1434,7 @@ mod tests {
         assert!(got.iter().all(|l| Arc::ptr_eq(&l.value, &got[0].value)));
         let count = |o| got.iter().filter(|l| l.outcome == o).count();
         assert_eq!(
-            (count(Outcome::Miss), count(Outcome::Coalesced)),
+            (count(LookupOutcome::Miss), count(LookupOutcome::Coalesced)),
             (1, N - 1)
         );
         let stats = cache.stats();
@@ -1462,7 +1462,7 @@ mod tests {
         });
         assert!(got
             .iter()
-            .all(|l| l.as_ref().unwrap().outcome == Outcome::Miss));
+            .all(|l| l.as_ref().unwrap().outcome == LookupOutcome::Miss));
         assert_eq!(cache.stats().computations, 8);
     }
 
@@ -1498,7 +1498,7 @@ mod tests {
         assert_eq!(running.load(Ordering::SeqCst), 2);
         go.store(true, Ordering::SeqCst);
         for t in threads {
-            assert_eq!(t.join().unwrap().unwrap().outcome, Outcome::Miss);
+            assert_eq!(t.join().unwrap().unwrap().outcome, LookupOutcome::Miss);
         }
         assert_eq!(most.load(Ordering::SeqCst), 2);
         assert_eq!(cache.stats().computations, 4);
@@ -1549,7 +1549,7 @@ mod tests {
         assert!(holder.join().unwrap().is_ok());
         // Busy is not remembered, and the slot is gone: this computes.
         let got = cache.get_or_compute(&key("other"), || bytes(2)).unwrap();
-        assert_eq!(got.outcome, Outcome::Miss);
+        assert_eq!(got.outcome, LookupOutcome::Miss);
     }
 
     /// The leader fails (`panic` or an error) once three waiters wait; all
@@ -1606,7 +1606,7 @@ mod tests {
             thread::sleep(Duration::from_millis(5));
         };
         assert!(before.elapsed() >= Duration::from_millis(150));
-        assert_eq!(got.outcome, Outcome::Miss);
+        assert_eq!(got.outcome, LookupOutcome::Miss);
     }
 
     #[test]
@@ -1644,9 +1644,9 @@ mod tests {
         assert_eq!(got.unwrap_err(), Error::Timeout);
         assert_eq!(cache.stats().timeouts, 1);
         release.send(()).unwrap();
-        assert_eq!(leader.join().unwrap().unwrap().outcome, Outcome::Miss);
+        assert_eq!(leader.join().unwrap().unwrap().outcome, LookupOutcome::Miss);
         let got = cache.get_or_compute(&key("k"), || bytes(0)).unwrap();
-        assert_eq!((got.outcome, got.value.len()), (Outcome::Hit, 5));
+        assert_eq!((got.outcome, got.value.len()), (LookupOutcome::Hit, 5));
     }
 
     #[test]
@@ -1738,7 +1738,7 @@ mod tests {
                 }
                 _ => {
                     let got = cache.get_or_compute(&k, || bytes(size)).unwrap();
-                    if got.outcome == Outcome::Miss {
+                    if got.outcome == LookupOutcome::Miss {
                         assert_eq!(got.value.len(), size);
                         if size > 4_000 {
                             oversize += 1;
@@ -1775,7 +1775,7 @@ mod tests {
         started.recv_timeout(HANG).unwrap();
         let c = cache.clone();
         let got = bounded(move || c.get_or_compute(&key("ready"), || bytes(0)).unwrap());
-        assert_eq!((got.outcome, got.value.len()), (Outcome::Hit, 3));
+        assert_eq!((got.outcome, got.value.len()), (LookupOutcome::Hit, 3));
         release.send(()).unwrap();
         assert!(slow.join().unwrap().is_ok());
     }
@@ -1785,13 +1785,13 @@ mod tests {
         let cache = cache(config());
         let ttl = |t| move || Ok::<_, String>((Arc::new(vec![1]), Some(t)));
         let got = cache.get_or_compute_ttl(&key("long"), ttl(HANG)).unwrap();
-        assert_eq!(got.outcome, Outcome::Miss);
+        assert_eq!(got.outcome, LookupOutcome::Miss);
         assert_eq!(
             cache
                 .get_or_compute_ttl(&key("long"), ttl(HANG))
                 .unwrap()
                 .outcome,
-            Outcome::Hit
+            LookupOutcome::Hit
         );
         cache
             .get_or_compute_ttl(&key("short"), ttl(Duration::from_millis(20)))
@@ -1800,7 +1800,7 @@ mod tests {
         // Expired: a plain lookup recomputes, and the new value replaces the
         // old one.
         let got = cache.get_or_compute_ttl(&key("short"), ttl(HANG)).unwrap();
-        assert_eq!(got.outcome, Outcome::Miss);
+        assert_eq!(got.outcome, LookupOutcome::Miss);
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.bytes(), 2);
     }
@@ -1819,7 +1819,7 @@ mod tests {
                 Ok::<_, String>((Arc::new(vec![2; 2]), None))
             })
             .unwrap();
-        assert_eq!((got.outcome, got.value.len()), (Outcome::Stale, 1));
+        assert_eq!((got.outcome, got.value.len()), (LookupOutcome::Stale, 1));
         started.recv_timeout(HANG).unwrap();
         // The refresh is running: served stale again, no second refresh.
         let got = cache
@@ -1828,7 +1828,7 @@ mod tests {
                 || -> Result<(Bytes, Option<Duration>), String> { panic!("a second refresh ran") },
             )
             .unwrap();
-        assert_eq!((got.outcome, got.value.len()), (Outcome::Stale, 1));
+        assert_eq!((got.outcome, got.value.len()), (LookupOutcome::Stale, 1));
         release.send(()).unwrap();
         wait_until("refreshed", || cache.get(&key("k")).is_some());
         let got = cache
@@ -1839,7 +1839,7 @@ mod tests {
                 },
             )
             .unwrap();
-        assert_eq!((got.outcome, got.value.len()), (Outcome::Hit, 2));
+        assert_eq!((got.outcome, got.value.len()), (LookupOutcome::Hit, 2));
         let stats = cache.stats();
         assert_eq!(
             (stats.computations, stats.stale_served, stats.bytes),
@@ -1854,7 +1854,7 @@ mod tests {
         let got = cache
             .get_or_compute_swr(&key("k"), || Err::<(Bytes, Option<Duration>), _>("down"))
             .unwrap();
-        assert_eq!(got.outcome, Outcome::Stale);
+        assert_eq!(got.outcome, LookupOutcome::Stale);
         wait_until("refresh failed", || cache.stats().failures == 1);
         let got = cache
             .get_or_compute_swr(
@@ -1864,7 +1864,7 @@ mod tests {
                 },
             )
             .unwrap();
-        assert_eq!(got.outcome, Outcome::Stale);
+        assert_eq!(got.outcome, LookupOutcome::Stale);
         // A plain lookup gets the remembered failure.
         let got = cache.get_or_compute(&key("k"), || bytes(1));
         assert_eq!(got.unwrap_err(), Error::Failed("down".into()));
@@ -1876,7 +1876,7 @@ mod tests {
         let got = cache
             .get_or_compute_swr(&key("k"), || Ok::<_, String>((Arc::new(vec![0; 4]), None)))
             .unwrap();
-        assert_eq!(got.outcome, Outcome::Miss);
+        assert_eq!(got.outcome, LookupOutcome::Miss);
         assert_eq!(cache.get(&key("k")).map(|v| v.len()), Some(4));
     }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use once_cell::sync::{Lazy, OnceCell};
 
-use crate::cache::{self, Cache, CacheConfig, Outcome};
+use crate::cache::{self, Cache, CacheConfig, LookupOutcome};
 use crate::http::{Body, Request, Response};
 
 /// A response body kept in the cache in its final form.
@@ -123,12 +123,12 @@ pub fn new_cache(config: CacheConfig) -> ResponseCache {
 }
 
 /// The value of `X-Cache` for a lookup outcome.
-pub fn outcome_name(o: Outcome) -> &'static str {
+pub fn outcome_name(o: LookupOutcome) -> &'static str {
     match o {
-        Outcome::Hit => "hit",
-        Outcome::Miss => "miss",
-        Outcome::Coalesced => "coalesced",
-        Outcome::Stale => "stale",
+        LookupOutcome::Hit => "hit",
+        LookupOutcome::Miss => "miss",
+        LookupOutcome::Coalesced => "coalesced",
+        LookupOutcome::Stale => "stale",
     }
 }
 
@@ -161,7 +161,12 @@ impl Default for Freshness {
 }
 
 /// Serves `body` for `req`, honouring `If-None-Match` and `Range`.
-pub fn respond(req: &Request, body: &CachedBody, outcome: Outcome, fresh: &Freshness) -> Response {
+pub fn respond(
+    req: &Request,
+    body: &CachedBody,
+    outcome: LookupOutcome,
+    fresh: &Freshness,
+) -> Response {
     let mut resp = Response::new(200);
     resp.add_header("ETag", body.etag());
     resp.add_header(
