@@ -28,6 +28,21 @@
 //! assert_eq!(SQUARES.bytes(), 8000);
 //! ```
 //!
+//! # Locks
+//!
+//! - `map`: one `RwLock` over the entries, the in-flight slots and the
+//!   remembered failures.
+//! - each slot's `Mutex` and `Condvar`: the result, and its waiters.
+//! - the compute permits' `Mutex` and `Condvar`.
+//! - the process-wide waits-for table's `Mutex`.
+//!
+//! Lock order: none of these is taken while another is held, so there is no
+//! order to get wrong and no lock is held while waiting or computing. The
+//! map lock is released before a slot is completed, before anyone waits on a
+//! slot or for a permit, and before any computation runs. If a change ever
+//! needs two at once, take the map lock before a slot's, never the reverse,
+//! and never wait or compute while holding the map lock.
+//!
 //! # What a lookup does
 //!
 //! [`Cache::get_or_compute`] returns the value and how it was obtained, a
@@ -130,20 +145,13 @@
 //! from what was just invalidated) are not stored, and the next lookup
 //! computes afresh.
 //!
-//! # Locks
+//! # Where the parts live
 //!
-//! - `map`: one `RwLock` over the entries, the in-flight slots and the
-//!   remembered failures.
-//! - each slot's `Mutex` and `Condvar`: the result, and its waiters.
-//! - the compute permits' `Mutex` and `Condvar`.
-//! - the process-wide waits-for table's `Mutex`.
-//!
-//! Lock order: none of these is taken while another is held, so there is no
-//! order to get wrong and no lock is held while waiting or computing. The
-//! map lock is released before a slot is completed, before anyone waits on a
-//! slot or for a permit, and before any computation runs. If a change ever
-//! needs two at once, take the map lock before a slot's, never the reverse,
-//! and never wait or compute while holding the map lock.
+//! This file holds the public types and [`Cache`]'s methods. Beside it:
+//! `map` (the map, its in-flight slots and remembered failures, and what a
+//! lookup decides and does), `sieve` (the stored entries in SIEVE's
+//! queue), `waits_for` (cycle detection), `permits` (compute permits),
+//! `counters` ([`Stats`] and the striped hit counter) and `tests`.
 
 mod counters;
 mod map;
