@@ -268,7 +268,7 @@ where
         }
         let failure = Failure {
             error: error.clone(),
-            expires: now.checked_add(jitter(self.config.error_ttl)),
+            expires: now.checked_add(jitter(self.config.error_ttl, random())),
         };
         map.failures.insert(key.clone(), failure);
     }
@@ -439,13 +439,14 @@ impl<K: Hash + Eq + Clone, V: Clone, S: BuildHasher + Clone> Map<K, V, S> {
     }
 }
 
-/// `d` scaled by a random factor in [0.75, 1.25], so that failures
-/// remembered together do not all expire together.
-pub(super) fn jitter(d: Duration) -> Duration {
+/// `d` scaled by a factor in [0.75, 1.25] picked by `random`, so that
+/// failures remembered together do not all expire together. The random
+/// number comes in as an argument so that tests can pick it.
+pub(super) fn jitter(d: Duration, random: u64) -> Duration {
     let quarter = d / 4;
     // step * 1024 <= d / 2, so this cannot overflow.
     let step = quarter / 512;
-    let n = (random() % 1025) as u32;
+    let n = (random % 1025) as u32;
     (d - quarter).saturating_add(step * n)
 }
 

@@ -63,6 +63,12 @@ impl Permits {
             owned: true,
         })
     }
+
+    /// Threads waiting for a permit now.
+    #[cfg(test)]
+    pub(super) fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Permit<'_> {
