@@ -91,6 +91,17 @@ fn value_of(key: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The body the server sends with an error status: the status line's
+/// reason, then the cache error's text.
+fn error_body(status: u16, detail: &str) -> String {
+    let reason = match status {
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => unreachable!("the cache answers only 500 or 503"),
+    };
+    format!("{status} {reason}\n{detail}\n")
+}
+
 fn body_of(key: &str) -> CachedBody {
     CachedBody::new(value_of(key), "application/octet-stream")
 }
@@ -187,27 +198,30 @@ fn stampede_of_200_clients_computes_once() {
     assert_eq!(stats.coalesced, CLIENTS as u64 - 1, "{stats:?}");
     let want = value_of("stampede");
     let etag = resps[0].header("etag").expect("ETag").to_owned();
-    let mut misses = 0;
+    let (mut misses, mut coalesced) = (0, 0);
     for r in &resps {
         assert_eq!(r.status, 200, "{}", r.text());
         assert!(r.body == want, "a client got other bytes");
         assert_eq!(r.header("etag"), Some(etag.as_str()));
         match r.header("x-cache") {
             Some("miss") => misses += 1,
-            Some("coalesced" | "hit") => {}
+            Some("coalesced") => coalesced += 1,
             other => panic!("X-Cache {other:?}"),
         }
     }
-    assert_eq!(misses, 1, "exactly one request computed");
+    // Every other request was waiting before the value existed, so none of
+    // them can have been a hit.
+    assert_eq!((misses, coalesced), (1, CLIENTS - 1));
 }
 
 #[test]
 fn eight_distinct_keys_compute_in_parallel() {
     const KEYS: usize = 8;
     // Each computation waits for all eight to be running. Run one at a
-    // time, the first would give up after this and fail its request, and
-    // the whole would take KEYS times as long.
-    const TOGETHER: Duration = Duration::from_secs(2);
+    // time, the first would give up after this and fail its request. It is
+    // long, so that a loaded machine starting them slowly still passes:
+    // the 200s below prove they ran together, not a stopwatch.
+    const TOGETHER: Duration = HANG;
     let cache = cache(|c| c.compute_concurrency = KEYS);
     let meeting = Meeting::new(KEYS);
     let srv = {
@@ -226,12 +240,10 @@ fn eight_distinct_keys_compute_in_parallel() {
             },
         )
     };
-    let started = Instant::now();
     let resps = join_all(get_all_at_once(
         &srv,
         (0..KEYS).map(|i| format!("/key{i}")).collect(),
     ));
-    let took = started.elapsed();
     for (i, r) in resps.iter().enumerate() {
         assert_eq!(r.status, 200, "key{i}: {}", r.text());
         assert_eq!(r.header("x-cache"), Some("miss"));
@@ -241,19 +253,16 @@ fn eight_distinct_keys_compute_in_parallel() {
         );
     }
     assert_eq!(cache.stats().computations, KEYS as u64);
-    assert!(
-        took < TOGETHER,
-        "{KEYS} computations that each wait for the others took {took:?}"
-    );
 }
 
 /// A leader that fails after its waiters have gathered: all of them get
-/// the error at once; the failure is remembered for the error TTL, then
-/// the next request computes again.
+/// the error at once, and the failure is remembered. The error TTL is a
+/// minute (at least 45 s with jitter), longer than the test can take, so
+/// "remembered" is checked however slow the machine; expiry has a test of
+/// its own.
 fn failing_leader(panics: bool) {
     const WAITERS: usize = 20;
-    // Jittered by ±25%: remembered for 450 to 750 ms.
-    const ERROR_TTL: Duration = Duration::from_millis(600);
+    const ERROR_TTL: Duration = Duration::from_secs(60);
     let cache = cache(|c| c.error_ttl = ERROR_TTL);
     let computed = Arc::new(AtomicUsize::new(0));
     let gate = Gate::default();
@@ -263,9 +272,7 @@ fn failing_leader(panics: bool) {
             |c| c.workers = WAITERS + 8,
             move |req: &mut Request| {
                 cached::serve(&cache, req, "flaky", || {
-                    if computed.fetch_add(1, SeqCst) > 0 {
-                        return Ok(CachedBody::new(&b"recovered"[..], "text/plain"));
-                    }
+                    computed.fetch_add(1, SeqCst);
                     gate.wait();
                     if panics {
                         panic!("the leader fell over");
@@ -275,79 +282,96 @@ fn failing_leader(panics: bool) {
             },
         )
     };
-    let want = if panics {
-        "computation panicked: the leader fell over"
-    } else {
-        "computation failed: the leader gave up"
-    };
+    let want = error_body(
+        503,
+        if panics {
+            "computation panicked: the leader fell over"
+        } else {
+            "computation failed: the leader gave up"
+        },
+    );
     // The leader first, so that the others are waiters.
     let leader = get_in_background(&srv, "/flaky");
     assert!(wait_until(HANG, || cache.stats().in_flight == 1));
     let waiters = get_all_at_once(&srv, vec!["/flaky".to_owned(); WAITERS]);
     let gathered = wait_until(HANG, || cache.stats().coalesced == WAITERS as u64);
-    let failed_at = Instant::now();
     gate.open();
     let mut resps = vec![leader.join().expect("leader")];
     resps.extend(join_all(waiters));
-    let took = failed_at.elapsed();
     assert!(gathered, "waiters never gathered: {:?}", cache.stats());
 
+    let retry_after = ERROR_TTL.as_secs().to_string();
     for r in &resps {
-        assert_eq!(r.status, 503, "{}", r.text());
-        assert!(r.text().contains(want), "{:?}", r.text());
-        let retry: u64 = r
-            .header("retry-after")
-            .expect("Retry-After")
-            .parse()
-            .unwrap();
-        assert!(retry >= 1);
+        assert_eq!((r.status, r.text()), (503, want.clone()));
+        assert_eq!(r.header("retry-after"), Some(retry_after.as_str()));
     }
-    // The waiters' deadline is 20 s: they were woken by the failure.
-    assert!(took < Duration::from_secs(3), "the waiters took {took:?}");
+    // Woken by the failure, not by their deadline: a waiter that timed out
+    // would have counted here and said so in its body.
+    assert_eq!(cache.stats().timeouts, 0);
     assert_eq!(computed.load(SeqCst), 1, "nobody retried in turn");
     assert_eq!(cache.stats().failures, 1);
 
     // Within the error TTL: the failure is served without computing.
-    let mut c = Client::connect(srv.addr);
-    let r = c.get("/flaky");
-    assert_eq!(
-        (r.status, computed.load(SeqCst)),
-        (503, 1),
-        "{:?} after {:?}",
-        r.text(),
-        failed_at.elapsed()
-    );
-    assert!(r.text().contains(want), "{:?}", r.text());
-
-    // After it, the next request computes again, and succeeds.
-    let mut last = r;
-    for _ in 0..300 {
-        if last.status != 503 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-        last = c.get("/flaky");
-    }
-    assert_eq!(last.status, 200, "{}", last.text());
-    assert_eq!(last.body, b"recovered");
-    assert_eq!(last.header("x-cache"), Some("miss"));
-    assert_eq!(computed.load(SeqCst), 2);
-    assert!(
-        failed_at.elapsed() >= ERROR_TTL * 3 / 4,
-        "recomputed {:?} after the failure, within its TTL",
-        failed_at.elapsed()
-    );
-    assert_eq!(c.get("/flaky").header("x-cache"), Some("hit"));
+    let r = Client::connect(srv.addr).get("/flaky");
+    assert_eq!((r.status, r.text()), (503, want));
+    assert_eq!(computed.load(SeqCst), 1);
 }
 
 #[test]
-fn leader_panic_fails_every_waiter_at_once_then_recomputes_after_the_ttl() {
+fn leader_panic_fails_every_waiter_at_once_and_is_remembered() {
     failing_leader(true);
 }
 
 #[test]
-fn leader_error_fails_every_waiter_at_once_then_recomputes_after_the_ttl() {
+fn leader_error_fails_every_waiter_at_once_and_is_remembered() {
     failing_leader(false);
+}
+
+#[test]
+fn a_remembered_failure_expires_after_the_error_ttl() {
+    // Jittered by ±25%: remembered for 150 to 250 ms.
+    const ERROR_TTL: Duration = Duration::from_millis(200);
+    let cache = cache(|c| c.error_ttl = ERROR_TTL);
+    let computed = Arc::new(AtomicUsize::new(0));
+    let srv = {
+        let (cache, computed) = (cache.clone(), computed.clone());
+        start(
+            |_| {},
+            move |req: &mut Request| {
+                cached::serve(&cache, req, "flaky", || {
+                    if computed.fetch_add(1, SeqCst) > 0 {
+                        return Ok(CachedBody::new(&b"recovered"[..], "text/plain"));
+                    }
+                    Err("the first try fails")
+                })
+            },
+        )
+    };
+    let failed = error_body(503, "computation failed: the first try fails");
+    // Taken before the failure is stored, so the time since is at least the
+    // time it has been remembered.
+    let before = Instant::now();
+    let mut c = Client::connect(srv.addr);
+    let mut last = c.get("/flaky");
+    assert_eq!((last.status, last.text()), (503, failed.clone()));
+    // Polled: however slowly the requests go, each is either the
+    // remembered failure or, once it expires, the recomputed value.
+    let deadline = Instant::now() + HANG;
+    while last.status != 200 {
+        assert_eq!((last.status, last.text()), (503, failed.clone()));
+        assert!(Instant::now() < deadline, "the failure never expired");
+        std::thread::sleep(Duration::from_millis(10));
+        last = c.get("/flaky");
+    }
+    let waited = before.elapsed();
+    assert_eq!(last.body, b"recovered");
+    assert_eq!(last.header("x-cache"), Some("miss"));
+    assert_eq!(computed.load(SeqCst), 2);
+    assert!(
+        waited >= ERROR_TTL * 3 / 4,
+        "recomputed {waited:?} after the failure, within its TTL"
+    );
+    assert_eq!(c.get("/flaky").header("x-cache"), Some("hit"));
 }
 
 #[test]
@@ -372,14 +396,15 @@ fn waiter_gives_up_at_its_deadline_and_the_leader_still_stores() {
     let leader = get_in_background(&srv, "/slow");
     assert!(wait_until(HANG, || cache.stats().in_flight == 1));
 
+    // The leader is held at the gate until after this answer, so the
+    // waiter can only have been answered by giving up.
     let asked = Instant::now();
     let r = Client::connect(srv.addr).get("/slow");
     let took = asked.elapsed();
-    assert_eq!(r.status, 503, "{}", r.text());
-    assert!(r.header("retry-after").is_some());
-    assert!(r.text().contains("timed out"), "{:?}", r.text());
+    let want = error_body(503, "timed out waiting for the value (retry later)");
+    assert_eq!((r.status, r.text()), (503, want));
+    assert_eq!(r.header("retry-after"), Some("1"), "the 1 s error TTL");
     assert!(took >= wait_timeout, "gave up after {took:?}");
-    assert!(took < Duration::from_secs(3), "gave up after {took:?}");
     assert_eq!(cache.stats().timeouts, 1);
 
     gate.open();
@@ -410,20 +435,14 @@ fn self_recursive_computation_errors_at_once() {
             },
         )
     };
-    let asked = Instant::now();
     let r = Client::connect(srv.addr).get("/ouroboros");
-    let took = asked.elapsed();
-    // The inner lookup gets `Recursive`; the computation passes it on as
-    // its own failure, which `serve` answers with 503 (only a lookup that
-    // is itself refused maps to 500).
-    assert!(
-        matches!(r.status, 500 | 503),
-        "{} {:.200}",
-        r.status,
-        r.text()
-    );
-    assert!(r.text().contains("recursive"), "{:?}", r.text());
-    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    // The inner lookup gets `Recursive`; the computation passes it on as a
+    // failure of its own, and the cache still reports the cycle, which
+    // `serve` answers with 500: a bug that no retry fixes.
+    let want = error_body(500, "recursive computation: the value depends on itself");
+    assert_eq!((r.status, r.text()), (500, want));
+    assert_eq!(r.header("retry-after"), None);
+    // Refused at once: waiting on itself would have ended in a timeout.
     let stats = cache.stats();
     assert_eq!((stats.timeouts, stats.computations), (0, 1), "{stats:?}");
 }
@@ -453,22 +472,17 @@ fn recursion_across_two_requests_errors_at_once() {
             },
         )
     };
-    let asked = Instant::now();
     let resps = join_all(get_all_at_once(
         &srv,
         vec!["/a".to_owned(), "/b".to_owned()],
     ));
-    let took = asked.elapsed();
+    // Whichever closed the cycle was refused; the other was waiting on it
+    // and got its failure, which is the cycle too. Both are 500s.
+    let want = error_body(500, "recursive computation: the value depends on itself");
     for r in &resps {
-        assert!(
-            matches!(r.status, 500 | 503),
-            "{} {:.200}",
-            r.status,
-            r.text()
-        );
-        assert!(r.text().contains("recursive"), "{:?}", r.text());
+        assert_eq!((r.status, r.text()), (500, want.clone()));
     }
-    assert!(took < Duration::from_secs(3), "answered after {took:?}");
+    // Refused at once: the deadlock would have ended in timeouts.
     assert_eq!(cache.stats().timeouts, 0);
 }
 
@@ -497,12 +511,12 @@ fn a_hit_is_served_while_another_key_computes() {
     let slow = get_in_background(&srv, "/slow");
     assert!(wait_until(HANG, || cache.stats().in_flight == 1));
 
-    let asked = Instant::now();
     let r = c.get("/fast");
-    let took = asked.elapsed();
     assert_eq!((r.status, r.header("x-cache")), (200, Some("hit")));
     assert!(r.body == value_of("fast"));
-    assert!(took < Duration::from_secs(2), "the hit took {took:?}");
+    // The gate is still shut, so the hit did not wait for the slow key: had
+    // it waited, the gate would have given up first and the slow key would
+    // no longer be in flight.
     assert_eq!(
         cache.stats().in_flight,
         1,
