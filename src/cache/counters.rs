@@ -11,7 +11,8 @@ macro_rules! counters {
             $( pub(super) $name: AtomicU64, )*
         }
 
-        /// A snapshot of a cache's counters, from [`Cache::stats`](super::Cache::stats).
+        /// A snapshot of a cache's counters, from
+        /// [`Cache::stats`](super::Cache::stats).
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct Stats {
             $( $(#[$doc])* pub $name: u64, )*
