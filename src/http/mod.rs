@@ -22,6 +22,7 @@
 pub mod body;
 pub mod date;
 mod error;
+pub mod later;
 pub mod request;
 pub mod response;
 
@@ -29,6 +30,7 @@ use std::net::SocketAddr;
 
 pub use body::{BodyLimits, Decoder};
 pub use error::Error;
+pub use later::{Later, Reply};
 pub use request::{Framing, Head, HeadLimits, Headers, Request, Version};
 pub use response::{Body, BodyFraming, HeadOutcome, RequestInfo, Response};
 

@@ -8,6 +8,7 @@ use std::io::Read;
 use std::sync::Arc;
 
 use super::date::with_http_date;
+use super::later::{self, Later, Reply};
 use super::request::Version;
 
 /// The `Server` header value.
@@ -101,6 +102,8 @@ pub struct Response {
     headers: Vec<(String, String)>,
     body: Body,
     close: bool,
+    /// Set on a placeholder from [`Response::later`].
+    later: Option<Later>,
 }
 
 impl Response {
@@ -111,7 +114,31 @@ impl Response {
             headers: Vec::new(),
             body: Body::Empty,
             close: false,
+            later: None,
         }
+    }
+
+    /// A placeholder to return from a handler whose answer comes later,
+    /// and the [`Reply`] to send the answer through, from any thread. The
+    /// server parks the connection until the answer comes (it holds no
+    /// worker meanwhile), or until `--cache-wait-timeout` passes, when the
+    /// client gets 503 with `Retry-After`. See [`later`](super::later).
+    pub fn later() -> (Response, Reply) {
+        let (waiting, reply) = later::pair();
+        let mut placeholder = Response::new(0);
+        placeholder.later = Some(waiting);
+        (placeholder, reply)
+    }
+
+    /// The waiting side of a placeholder from [`Response::later`]; `None`
+    /// for a response that is already whole.
+    pub fn take_later(&mut self) -> Option<Later> {
+        self.later.take()
+    }
+
+    /// Whether this is a placeholder from [`Response::later`].
+    pub fn is_later(&self) -> bool {
+        self.later.is_some()
     }
 
     /// A `text/plain` response.
