@@ -25,7 +25,7 @@ use threadpool::ThreadPool;
 
 use crate::access::AccessLog;
 use crate::config::Config;
-use crate::conn::{self, Connection, Ctx, Outcome, SystemClock, Timeouts};
+use crate::conn::{self, Connection, Ctx, Handoff, SystemClock, Timeouts};
 use crate::http::{Limits, Phase};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::notify::{self, Component, Health, Notifier, PoolSamples};
@@ -465,13 +465,13 @@ fn submit(shared: &Arc<Shared>, mut c: Client) {
         let _busy = GaugeGuard::new(s.metrics.clone(), |m| &m.workers_busy);
         let others_waiting = || m.connections_queued.load(Ordering::Relaxed) > 0;
         match conn::serve(&mut c.conn, &ctx(&s, c.site, &others_waiting)) {
-            Outcome::Close => {}
-            Outcome::Requeue => {
+            Handoff::Close => {}
+            Handoff::Requeue => {
                 c.requeued = true;
                 Metrics::inc(&m.connections_requeued);
                 submit(&s, c);
             }
-            Outcome::Park(deadline) => {
+            Handoff::Park(deadline) => {
                 // Counted before parking: the parker may hand it back (and
                 // count it out) before `park` even returns.
                 Metrics::inc(&s.metrics.connections_parked);

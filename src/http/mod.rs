@@ -110,11 +110,11 @@ enum State {
 /// or a short pipelined burst fits. It grows, by doubling, only for larger
 /// heads or for bodies, so a connection that sends small requests never
 /// pays for zeroing a large buffer.
-const MIN_BUF: usize = 4 * 1024;
+const MIN_BUF_BYTES: usize = 4 * 1024;
 
 /// How far the buffer grows while a body arrives: reads this large keep the
 /// syscalls per megabyte few.
-const BODY_BUF: usize = 64 * 1024;
+const BODY_BUF_BYTES: usize = 64 * 1024;
 
 /// One connection's protocol state: the receive buffer and where the current
 /// request stands.
@@ -197,7 +197,7 @@ impl Conn {
         }
         if self.end == self.buf.len() {
             let cap = self.buf_capacity();
-            let grown = (self.buf.len() * 2).clamp(MIN_BUF, cap.max(MIN_BUF));
+            let grown = (self.buf.len() * 2).clamp(MIN_BUF_BYTES, cap.max(MIN_BUF_BYTES));
             if grown > self.buf.len() {
                 self.buf.resize(grown, 0);
             }
@@ -212,7 +212,7 @@ impl Conn {
     fn buf_capacity(&self) -> usize {
         let head = self.limits.max_head_bytes + 4;
         match self.state {
-            State::RecvBody { .. } => head.max(BODY_BUF),
+            State::RecvBody { .. } => head.max(BODY_BUF_BYTES),
             _ => head,
         }
     }
