@@ -111,12 +111,36 @@ pub struct Timeouts {
 }
 
 impl Default for Timeouts {
+    /// The deadlines corral ships with (`--header-timeout` and the rest),
+    /// each after other servers' choices.
     fn default() -> Timeouts {
         Timeouts {
+            // Measured from the first wait, not per read: a per-read timeout
+            // resets on every byte and lets a slowloris client trickle
+            // forever. nginx allows 60s (`client_header_timeout`), hyper 30s
+            // (`header_read_timeout`), Apache's mod_reqtimeout 20s extended
+            // up to 40s while data flows. We take Cheroot's 10s socket
+            // timeout: a real client sends its head in one round trip, and
+            // 10s still covers a poor mobile link.
             header: Duration::from_secs(10),
+            // Apache's `KeepAliveTimeout` and Node's `keepAliveTimeout` are
+            // both 5s (nginx keeps 75s). Short, because a parked connection
+            // still costs a descriptor, and reconnecting costs the client one
+            // round trip.
             idle: Duration::from_secs(5),
+            // nginx's `client_body_timeout` is 60s between two reads,
+            // Apache's mod_reqtimeout gives the body 20s; we match `header`:
+            // same client, same link.
             read: Duration::from_secs(10),
+            // nginx's `send_timeout` is 60s between two writes; Cheroot's 10s
+            // socket timeout covers both directions. A client that stops
+            // reading must not pin a worker for a minute.
             write: Duration::from_secs(10),
+            // No other server has this knob; it exists because corral parks
+            // idle connections. On loopback or a LAN a pipelined or follow-up
+            // request arrives within a round trip, well under a millisecond,
+            // so 5ms catches it without a trip through the poller, while a
+            // worker never sits more than 5ms on a client that has gone quiet.
             park: Duration::from_millis(5),
         }
     }

@@ -252,18 +252,8 @@ impl Server {
         let tick = notify::beat_interval(notifier.watchdog_period());
         let shared = Arc::new(Shared {
             handlers: self.handlers,
-            limits: Limits {
-                max_head_bytes: config.max_head_bytes,
-                max_headers: config.max_headers,
-                max_body_bytes: config.max_body_bytes as u64,
-            },
-            timeouts: Timeouts {
-                header: config.header_timeout,
-                idle: config.idle_timeout,
-                read: config.read_timeout,
-                write: config.write_timeout,
-                park: config.park_timeout,
-            },
+            limits: config.limits(),
+            timeouts: config.timeouts(),
             shutdown: self.handle.flag.clone(),
             metrics: self.metrics,
             access_log: self.access_log,

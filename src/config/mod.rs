@@ -23,6 +23,14 @@
 //! `values.rs`, the three sources and the help text in `sources.rs`, the
 //! errors in `error.rs`.
 //!
+//! Each default is defined once, beside the type that uses it, with the
+//! precedent behind its number: [`Limits`] for the request limits,
+//! [`Timeouts`] for the connection deadlines, [`CacheConfig`] for the cache
+//! and [`AppLimits`] for the array service. The server-level ones
+//! (listeners, workers, queue, connections, shutdown, logs) are here, beside
+//! `Config`. [`Config::default`] gathers them, and `--help` prints them from
+//! it, so no number is restated.
+//!
 //! Rules every source shares:
 //!
 //! - A name that matches no option is an error, including an unknown
@@ -54,7 +62,10 @@ use std::time::Duration;
 
 use log::LevelFilter;
 
+use crate::app::AppLimits;
 use crate::cache::CacheConfig;
+use crate::conn::Timeouts;
+use crate::http::Limits;
 use options::{MAX_WORKERS, OPTIONS};
 use values::format_duration;
 
@@ -63,8 +74,8 @@ pub use sources::{from_sources, help_text, version_text, Command};
 pub use values::{parse_duration, parse_size};
 
 // ---------------------------------------------------------------------------
-// Defaults. Each says where its number came from; the bounds the parsers
-// enforce are with the option table.
+// Server-level defaults. Each says where its number came from; the others
+// are with the types that use them (see the module doc).
 
 /// Loopback only, so a fresh install is not reachable from the network until
 /// someone asks for that. 8080 is the customary unprivileged HTTP port
@@ -90,100 +101,21 @@ const DEFAULT_QUEUE: usize = 1024;
 
 /// Total open connections, parked idle ones included. Tomcat's NIO connector
 /// defaults `maxConnections` to 10000. Each costs a file descriptor and up to
-/// `max_head_bytes` of buffer, so 10000 x 16KiB bounds head buffers at about
-/// 160MiB; the process fd limit (`LimitNOFILE`) must be raised to match.
+/// `max_head_bytes` of head buffer (about 160MiB for all of them at the
+/// default); the process fd limit (`LimitNOFILE`) must be raised to match.
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-
-/// The whole request head must arrive within this, measured from the first
-/// wait, not per read: a per-read timeout resets on every byte and lets a
-/// slowloris client trickle forever. nginx allows 60s (`client_header_timeout`),
-/// hyper 30s (`header_read_timeout`), Apache's mod_reqtimeout 20s extended
-/// up to 40s while data flows. We take Cheroot's 10s socket timeout: a real
-/// client sends its head in one round trip, and 10s still covers a poor
-/// mobile link.
-const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Keep-alive idle time before a silent close. Apache's `KeepAliveTimeout`
-/// and Node's `keepAliveTimeout` are both 5s (nginx keeps 75s). Short,
-/// because a parked connection still costs a descriptor, and reconnecting
-/// costs the client one round trip.
-const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Each body read must make progress within this. nginx's
-/// `client_body_timeout` is 60s between two reads, Apache's mod_reqtimeout
-/// gives the body 20s; we match `header_timeout`: same client, same link.
-const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Each write must make progress within this. nginx's `send_timeout` is 60s
-/// between two writes; Cheroot's 10s socket timeout covers both directions.
-/// A client that stops reading must not pin a worker for a minute.
-const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a worker waits on a quiet connection before handing it to the
-/// poller. No other server has this knob; it exists because corral parks
-/// idle connections. On loopback or a LAN a pipelined or follow-up request
-/// arrives within a round trip, well under a millisecond, so 5ms catches it
-/// without a trip through the poller, while a worker never sits more than
-/// 5ms on a client that has gone quiet.
-const DEFAULT_PARK_TIMEOUT: Duration = Duration::from_millis(5);
 
 /// In-flight requests get this long to finish after SIGTERM. systemd waits
 /// `TimeoutStopSec` (90s by default) before SIGKILL, and Kubernetes'
-/// `terminationGracePeriodSeconds` is 30s; 10s fits well inside both and
-/// equals `write_timeout`, so a response already being written can finish.
+/// `terminationGracePeriodSeconds` is 30s; 10s fits well inside both and is
+/// no shorter than the default write timeout, so a response already being
+/// written can finish.
 const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Request line plus header lines. Node's default `maxHeaderSize` is 16KiB;
-/// nginx allows four 8KiB buffers (`large_client_header_buffers 4 8k`),
-/// Apache 8190 bytes a line. 16KiB holds the cookies of real sites and the
-/// 8000-octet request line RFC 9112 section 3 recommends supporting.
-const DEFAULT_MAX_HEAD_BYTES: usize = 16 * 1024;
-
-/// Apache's `LimitRequestFields`, gunicorn's `limit_request_fields` and
-/// hyper's default are all 100 (Node allows 2000).
-const DEFAULT_MAX_HEADERS: usize = 100;
-
-/// nginx's `client_max_body_size` default. Unlike nginx and Apache, 0 means
-/// "no body at all", not "unlimited": a limit copied from their configs
-/// fails closed.
-const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The operator's endpoints listen on loopback beside the public port, the
 /// port Prometheus' own exporters conventionally take (9090 and up).
-const DEFAULT_ADMIN_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
-    std::net::Ipv4Addr::LOCALHOST,
-    9090,
-));
-
-/// Room for dozens of the multi-megabyte arrays the cache exists for on a
-/// modest machine; size it to yours (and `MemoryMax=` above it).
-const DEFAULT_CACHE_BYTES: usize = 256 << 20;
-
-/// A quarter of the default budget, so one value cannot flush most of the
-/// cache. memcached caps items at 1 MB; our values are larger, so the cap
-/// follows the budget instead.
-const DEFAULT_CACHE_MAX_ENTRY_BYTES: usize = 64 << 20;
-
-/// Values take seconds; 30 s stays under the 60 s `proxy_read_timeout` of an
-/// nginx in front. nginx's own `proxy_cache_lock_timeout` is 5 s, but its
-/// waiters then go to the upstream themselves; ours have no such fallback.
-const DEFAULT_CACHE_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A failing key is retried about once a second, not in a hot loop, and a
-/// transient failure clears before a client's retry.
-const DEFAULT_CACHE_ERROR_TTL: Duration = Duration::from_secs(1);
-
-/// 10^8: the sieve takes about a second and 50 MB while it runs, and the
-/// answer (5.76 million primes) is 23 MB as raw u32.
-const DEFAULT_MAX_PRIMES_BELOW: u32 = 100_000_000;
-
-/// 2048 × 2048: 16 MiB of u32 counts.
-const DEFAULT_MAX_PIXELS: usize = 2048 * 2048;
-
-/// With the largest image, about 2 × 10^10 iterations at worst: tens of
-/// seconds on one core, which the compute-concurrency limit keeps to a few
-/// cores at once.
-const DEFAULT_MAX_ITERATIONS: u32 = 5000;
+const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
 
 // ---------------------------------------------------------------------------
 // The configuration itself.
@@ -254,34 +186,41 @@ pub enum AccessLogTarget {
 }
 
 impl Default for Config {
+    /// Every option at its default, gathered from where each is defined.
     fn default() -> Self {
+        let limits = Limits::default();
+        let timeouts = Timeouts::default();
+        let cache = CacheConfig::default();
+        let app = AppLimits::default();
         Config {
             listen: vec![DEFAULT_LISTEN],
             workers: default_workers(),
             queue: DEFAULT_QUEUE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            read_timeout: DEFAULT_READ_TIMEOUT,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
-            park_timeout: DEFAULT_PARK_TIMEOUT,
+            header_timeout: timeouts.header,
+            idle_timeout: timeouts.idle,
+            read_timeout: timeouts.read,
+            write_timeout: timeouts.write,
+            park_timeout: timeouts.park,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-            max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
-            max_headers: DEFAULT_MAX_HEADERS,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_head_bytes: limits.max_head_bytes,
+            max_headers: limits.max_headers,
+            max_body_bytes: saturating_usize(limits.max_body_bytes),
             // stderr, not off: an operator who never configured logging
             // should still see traffic, and journald keeps it.
             access_log: AccessLogTarget::Stderr,
+            // Start-up, shutdown and what an operator must act on; a
+            // misbehaving client is logged at debug.
             log_level: LevelFilter::Info,
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
-            cache_bytes: DEFAULT_CACHE_BYTES,
-            cache_max_entry_bytes: DEFAULT_CACHE_MAX_ENTRY_BYTES,
-            cache_wait_timeout: DEFAULT_CACHE_WAIT_TIMEOUT,
-            cache_error_ttl: DEFAULT_CACHE_ERROR_TTL,
-            compute_concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            max_primes_below: DEFAULT_MAX_PRIMES_BELOW,
-            max_pixels: DEFAULT_MAX_PIXELS,
-            max_iterations: DEFAULT_MAX_ITERATIONS,
+            cache_bytes: saturating_usize(cache.max_bytes),
+            cache_max_entry_bytes: saturating_usize(cache.max_entry_bytes),
+            cache_wait_timeout: cache.wait_timeout,
+            cache_error_ttl: cache.error_ttl,
+            compute_concurrency: cache.compute_concurrency,
+            max_primes_below: app.max_primes_below,
+            max_pixels: app.max_pixels,
+            max_iterations: app.max_iterations,
         }
     }
 }
@@ -292,6 +231,11 @@ fn default_workers() -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     cpus.saturating_mul(WORKERS_PER_CPU)
         .clamp(MIN_DEFAULT_WORKERS, MAX_WORKERS)
+}
+
+/// A byte count from a `u64` field, capped where `usize` is narrower.
+fn saturating_usize(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 impl Config {
@@ -328,6 +272,26 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The request limits every connection enforces.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_head_bytes: self.max_head_bytes,
+            max_headers: self.max_headers,
+            max_body_bytes: self.max_body_bytes as u64,
+        }
+    }
+
+    /// The deadlines the connection loop enforces.
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            header: self.header_timeout,
+            idle: self.idle_timeout,
+            read: self.read_timeout,
+            write: self.write_timeout,
+            park: self.park_timeout,
+        }
     }
 
     /// The shared cache's limits.

@@ -64,6 +64,20 @@ fn defaults_are_valid_and_documented() {
 }
 
 #[test]
+fn defaults_come_from_the_types_that_use_them() {
+    let config = Config::default();
+    assert_eq!(config.limits(), Limits::default());
+    assert_eq!(config.timeouts(), Timeouts::default());
+    assert_eq!(AppLimits::from(&config), AppLimits::default());
+    let (got, want) = (config.cache_config(), CacheConfig::default());
+    assert_eq!(got.max_bytes, want.max_bytes);
+    assert_eq!(got.max_entry_bytes, want.max_entry_bytes);
+    assert_eq!(got.wait_timeout, want.wait_timeout);
+    assert_eq!(got.error_ttl, want.error_ttl);
+    assert_eq!(got.compute_concurrency, want.compute_concurrency);
+}
+
+#[test]
 fn precedence_is_flag_env_file_default() {
     let file = Some("workers = 3\nidle-timeout = 3s\nmax-body-bytes = 3KiB\n");
     let vars = [

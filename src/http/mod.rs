@@ -44,14 +44,24 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 16 KiB of head (nginx's large_client_header_buffers is 4 × 8 KiB,
-    /// Apache's LimitRequestLine 8 KiB), 100 fields (Apache's
-    /// LimitRequestFields, hyper's default), 1 MiB of body (nginx's
-    /// client_max_body_size).
+    /// The limits corral ships with (`--max-head-bytes`, `--max-headers`,
+    /// `--max-body-bytes`), each after other servers' choices.
     fn default() -> Limits {
         Limits {
+            // Request line plus header lines. Node's default `maxHeaderSize`
+            // is 16KiB; nginx allows four 8KiB buffers
+            // (`large_client_header_buffers 4 8k`), Apache 8190 bytes a line
+            // (`LimitRequestLine`). 16KiB holds the cookies of real sites and
+            // the 8000-octet request line RFC 9112 section 3 recommends
+            // supporting.
             max_head_bytes: 16 * 1024,
+            // Apache's `LimitRequestFields`, gunicorn's
+            // `limit_request_fields` and hyper's default are all 100 (Node
+            // allows 2000).
             max_headers: 100,
+            // nginx's `client_max_body_size` default. Unlike nginx and
+            // Apache, 0 means "no body at all", not "unlimited": a limit
+            // copied from their configs fails closed.
             max_body_bytes: 1024 * 1024,
         }
     }
