@@ -50,7 +50,17 @@ impl From<&Config> for AppLimits {
 
 impl Default for AppLimits {
     fn default() -> AppLimits {
-        AppLimits::from(&Config::default())
+        AppLimits {
+            // 10^8: the sieve takes about a second and 50 MB while it runs,
+            // and the answer (5.76 million primes) is 23 MB as raw u32.
+            max_primes_below: 100_000_000,
+            // 2048 × 2048: 16 MiB of u32 counts.
+            max_pixels: 2048 * 2048,
+            // With the largest image, about 2 × 10^10 iterations at worst:
+            // tens of seconds on one core, which the compute-concurrency
+            // limit keeps to a few cores at once.
+            max_iterations: 5000,
+        }
     }
 }
 

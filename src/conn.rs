@@ -7,10 +7,10 @@
 //!
 //! Sockets are non-blocking. A worker waits on a quiet connection for at
 //! most `park_timeout` (and not at all while other work is queued); then
-//! [`serve`] returns [`Outcome::Park`] and the connection, partial request
+//! [`serve`] returns [`Handoff::Park`] and the connection, partial request
 //! and all, waits in the parker without a thread. When other connections
 //! wait for a worker, a keep-alive connection that was just answered first
-//! goes once round the queue ([`Outcome::Requeue`]): under load its next
+//! goes once round the queue ([`Handoff::Requeue`]): under load its next
 //! request is there by its turn, and the parker is not involved. Deadlines:
 //!
 //! | phase | deadline | on expiry |
@@ -111,12 +111,36 @@ pub struct Timeouts {
 }
 
 impl Default for Timeouts {
+    /// The deadlines corral ships with (`--header-timeout` and the rest),
+    /// each after other servers' choices.
     fn default() -> Timeouts {
         Timeouts {
+            // Measured from the first wait, not per read: a per-read timeout
+            // resets on every byte and lets a slowloris client trickle
+            // forever. nginx allows 60s (`client_header_timeout`), hyper 30s
+            // (`header_read_timeout`), Apache's mod_reqtimeout 20s extended
+            // up to 40s while data flows. We take Cheroot's 10s socket
+            // timeout: a real client sends its head in one round trip, and
+            // 10s still covers a poor mobile link.
             header: Duration::from_secs(10),
+            // Apache's `KeepAliveTimeout` and Node's `keepAliveTimeout` are
+            // both 5s (nginx keeps 75s). Short, because a parked connection
+            // still costs a descriptor, and reconnecting costs the client one
+            // round trip.
             idle: Duration::from_secs(5),
+            // nginx's `client_body_timeout` is 60s between two reads,
+            // Apache's mod_reqtimeout gives the body 20s; we match `header`:
+            // same client, same link.
             read: Duration::from_secs(10),
+            // nginx's `send_timeout` is 60s between two writes; Cheroot's 10s
+            // socket timeout covers both directions. A client that stops
+            // reading must not pin a worker for a minute.
             write: Duration::from_secs(10),
+            // No other server has this knob; it exists because corral parks
+            // idle connections. On loopback or a LAN a pipelined or follow-up
+            // request arrives within a round trip, well under a millisecond,
+            // so 5ms catches it without a trip through the poller, while a
+            // worker never sits more than 5ms on a client that has gone quiet.
             park: Duration::from_millis(5),
         }
     }
@@ -220,9 +244,10 @@ impl<T: AsRawFd> AsRawFd for Connection<T> {
     }
 }
 
-/// How [`serve`] left the connection.
+/// Where [`serve`] hands the connection when it returns: to the parker,
+/// back to the queue, or to the drop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Handoff {
     /// Quiet: park it until readable or until this deadline.
     Park(Instant),
     /// A response went out while other connections wait for a worker: put
@@ -234,7 +259,7 @@ pub enum Outcome {
 }
 
 /// Serves requests on `c` until it goes quiet or must close.
-pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) -> Outcome {
+pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) -> Handoff {
     // How long this call may still wait for a slow sender before parking.
     let mut linger = ctx.timeouts.park;
     // Right after a response the next request has rarely arrived yet, so a
@@ -259,7 +284,7 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                     )
                     .is_err()
                     {
-                        return Outcome::Close;
+                        return Handoff::Close;
                     }
                     c.last_progress = now;
                     continue;
@@ -269,7 +294,7 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                         respond(c, ctx, req);
                         return close(c);
                     }
-                    None => return Outcome::Close,
+                    None => return Handoff::Close,
                 }
             }
             Event::Request(req) => {
@@ -278,7 +303,7 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                 let client_closes = !req.head().keep_alive;
                 if !respond(c, ctx, req) {
                     if client_closes && c.http.buffered() == 0 {
-                        return Outcome::Close;
+                        return Handoff::Close;
                     }
                     return close(c);
                 }
@@ -298,18 +323,18 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
 
         let phase = c.http.phase();
         if phase == Phase::Idle && ctx.shutdown.load(Ordering::Relaxed) {
-            return Outcome::Close;
+            return Handoff::Close;
         }
         let now = ctx.clock.now();
         let (deadline, expiry) = c.deadline(&ctx.timeouts);
         if now >= deadline {
             expire(c, ctx, expiry);
-            return Outcome::Close;
+            return Handoff::Close;
         }
         let others_waiting = wait_first && (ctx.others_waiting)();
         if others_waiting && !c.requeued && c.http.phase() == Phase::Idle {
             c.requeued = true;
-            return Outcome::Requeue;
+            return Handoff::Requeue;
         }
         let result = if wait_first && !others_waiting {
             Err(io::ErrorKind::WouldBlock.into())
@@ -318,7 +343,7 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
         };
         let waited_first = std::mem::take(&mut wait_first);
         match result {
-            Ok(0) => return Outcome::Close,
+            Ok(0) => return Handoff::Close,
             Ok(_) => {
                 if phase == Phase::Idle {
                     c.head_deadline = Some(now + ctx.timeouts.header);
@@ -338,23 +363,23 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                 };
                 if !draining && (wait.is_zero() || (ctx.others_waiting)()) {
                     c.http.shrink_idle();
-                    return Outcome::Park(deadline);
+                    return Handoff::Park(deadline);
                 }
                 match c.io.wait(Interest::Read, wait) {
                     // Nothing came while waiting, and no read has been
                     // tried: park, and the parker's epoll settles it.
                     Ok(false) if waited_first && !draining => {
                         c.http.shrink_idle();
-                        return Outcome::Park(deadline);
+                        return Handoff::Park(deadline);
                     }
                     Ok(_) => {
                         let waited = ctx.clock.now().saturating_duration_since(now);
                         linger = linger.saturating_sub(waited.max(Duration::from_micros(1)));
                     }
-                    Err(_) => return Outcome::Close,
+                    Err(_) => return Handoff::Close,
                 }
             }
-            Err(_) => return Outcome::Close,
+            Err(_) => return Handoff::Close,
         }
     }
 }
@@ -369,9 +394,9 @@ fn peer_text(peer: &Option<SocketAddr>) -> String {
     peer.map_or_else(|| "-".to_owned(), |p| p.to_string())
 }
 
-fn close<T: Transport>(c: &mut Connection<T>) -> Outcome {
+fn close<T: Transport>(c: &mut Connection<T>) -> Handoff {
     c.io.close();
-    Outcome::Close
+    Handoff::Close
 }
 
 /// Ends a connection whose deadline passed: a partial head gets 408 (RFC
@@ -502,7 +527,7 @@ fn respond<T: Transport, C: Clock>(
 }
 
 /// Body bytes read from a stream per chunk.
-const STREAM_CHUNK: usize = 64 * 1024;
+const STREAM_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Sends a streamed body, chunked or raw. A reader that fails or panics
 /// ends the connection without the last chunk, so the client sees the body
@@ -513,7 +538,7 @@ fn stream_body<T: Transport, C: Clock>(
     mut reader: Box<dyn Read + Send>,
     chunked: bool,
 ) -> io::Result<u64> {
-    let mut buf = vec![0u8; STREAM_CHUNK];
+    let mut buf = vec![0u8; STREAM_CHUNK_BYTES];
     let mut total = 0u64;
     loop {
         let n = match catch_unwind(AssertUnwindSafe(|| reader.read(&mut buf))) {

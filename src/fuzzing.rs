@@ -39,7 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::conn::{self, Clock, Connection, Ctx, Outcome, Timeouts, Transport};
+use crate::conn::{self, Clock, Connection, Ctx, Handoff, Timeouts, Transport};
 use crate::http::body::MAX_CHUNK_EXT_BYTES;
 use crate::http::request::{self, Framing};
 use crate::http::response::reason;
@@ -1863,10 +1863,10 @@ fn serve_script(data: &[u8]) -> (usize, usize) {
     loop {
         conn.io.call("serve");
         match conn::serve(&mut conn, &ctx) {
-            Outcome::Close => break,
+            Handoff::Close => break,
             // Back of the queue: the next worker serves it again.
-            Outcome::Requeue => {}
-            Outcome::Park(deadline) => {
+            Handoff::Requeue => {}
+            Handoff::Park(deadline) => {
                 assert!(deadline > clock.now(), "parked past its deadline");
                 match conn.io.readable_at() {
                     Some(t) if t <= deadline => {

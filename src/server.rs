@@ -25,7 +25,7 @@ use threadpool::ThreadPool;
 
 use crate::access::AccessLog;
 use crate::config::Config;
-use crate::conn::{self, Connection, Ctx, Outcome, SystemClock, Timeouts};
+use crate::conn::{self, Connection, Ctx, Handoff, SystemClock, Timeouts};
 use crate::http::{Limits, Phase};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::notify::{self, Component, Health, Notifier, PoolSamples};
@@ -252,18 +252,8 @@ impl Server {
         let tick = notify::beat_interval(notifier.watchdog_period());
         let shared = Arc::new(Shared {
             handlers: self.handlers,
-            limits: Limits {
-                max_head_bytes: config.max_head_bytes,
-                max_headers: config.max_headers,
-                max_body_bytes: config.max_body_bytes as u64,
-            },
-            timeouts: Timeouts {
-                header: config.header_timeout,
-                idle: config.idle_timeout,
-                read: config.read_timeout,
-                write: config.write_timeout,
-                park: config.park_timeout,
-            },
+            limits: config.limits(),
+            timeouts: config.timeouts(),
             shutdown: self.handle.flag.clone(),
             metrics: self.metrics,
             access_log: self.access_log,
@@ -465,13 +455,13 @@ fn submit(shared: &Arc<Shared>, mut c: Client) {
         let _busy = GaugeGuard::new(s.metrics.clone(), |m| &m.workers_busy);
         let others_waiting = || m.connections_queued.load(Ordering::Relaxed) > 0;
         match conn::serve(&mut c.conn, &ctx(&s, c.site, &others_waiting)) {
-            Outcome::Close => {}
-            Outcome::Requeue => {
+            Handoff::Close => {}
+            Handoff::Requeue => {
                 c.requeued = true;
                 Metrics::inc(&m.connections_requeued);
                 submit(&s, c);
             }
-            Outcome::Park(deadline) => {
+            Handoff::Park(deadline) => {
                 // Counted before parking: the parker may hand it back (and
                 // count it out) before `park` even returns.
                 Metrics::inc(&s.metrics.connections_parked);

@@ -46,14 +46,24 @@ pub struct Limits {
 }
 
 impl Default for Limits {
-    /// 16 KiB of head (nginx's large_client_header_buffers is 4 × 8 KiB,
-    /// Apache's LimitRequestLine 8 KiB), 100 fields (Apache's
-    /// LimitRequestFields, hyper's default), 1 MiB of body (nginx's
-    /// client_max_body_size).
+    /// The limits corral ships with (`--max-head-bytes`, `--max-headers`,
+    /// `--max-body-bytes`), each after other servers' choices.
     fn default() -> Limits {
         Limits {
+            // Request line plus header lines. Node's default `maxHeaderSize`
+            // is 16KiB; nginx allows four 8KiB buffers
+            // (`large_client_header_buffers 4 8k`), Apache 8190 bytes a line
+            // (`LimitRequestLine`). 16KiB holds the cookies of real sites and
+            // the 8000-octet request line RFC 9112 section 3 recommends
+            // supporting.
             max_head_bytes: 16 * 1024,
+            // Apache's `LimitRequestFields`, gunicorn's
+            // `limit_request_fields` and hyper's default are all 100 (Node
+            // allows 2000).
             max_headers: 100,
+            // nginx's `client_max_body_size` default. Unlike nginx and
+            // Apache, 0 means "no body at all", not "unlimited": a limit
+            // copied from their configs fails closed.
             max_body_bytes: 1024 * 1024,
         }
     }
@@ -112,11 +122,11 @@ enum State {
 /// or a short pipelined burst fits. It grows, by doubling, only for larger
 /// heads or for bodies, so a connection that sends small requests never
 /// pays for zeroing a large buffer.
-const MIN_BUF: usize = 4 * 1024;
+const MIN_BUF_BYTES: usize = 4 * 1024;
 
 /// How far the buffer grows while a body arrives: reads this large keep the
 /// syscalls per megabyte few.
-const BODY_BUF: usize = 64 * 1024;
+const BODY_BUF_BYTES: usize = 64 * 1024;
 
 /// One connection's protocol state: the receive buffer and where the current
 /// request stands.
@@ -199,7 +209,7 @@ impl Conn {
         }
         if self.end == self.buf.len() {
             let cap = self.buf_capacity();
-            let grown = (self.buf.len() * 2).clamp(MIN_BUF, cap.max(MIN_BUF));
+            let grown = (self.buf.len() * 2).clamp(MIN_BUF_BYTES, cap.max(MIN_BUF_BYTES));
             if grown > self.buf.len() {
                 self.buf.resize(grown, 0);
             }
@@ -214,7 +224,7 @@ impl Conn {
     fn buf_capacity(&self) -> usize {
         let head = self.limits.max_head_bytes + 4;
         match self.state {
-            State::RecvBody { .. } => head.max(BODY_BUF),
+            State::RecvBody { .. } => head.max(BODY_BUF_BYTES),
             _ => head,
         }
     }
