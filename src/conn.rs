@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use crate::access::{AccessLog, Record};
 use crate::http::date::unix_now;
 use crate::http::response::{chunk_header, CONTINUE, LAST_CHUNK};
-use crate::http::{self, Body, BodyFraming, Event, Phase, Request, Response};
+use crate::http::{self, Body, BodyFraming, Event, Later, Phase, Request, Response};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::poller::{self, Interest};
 use crate::router::Handler;
@@ -108,6 +108,9 @@ pub struct Timeouts {
     pub write: Duration,
     /// A worker waits this long on a quiet connection before parking it.
     pub park: Duration,
+    /// A request whose handler answered [`Response::later`] waits this
+    /// long for the answer, parked, before it gets 503 with `Retry-After`.
+    pub wait: Duration,
 }
 
 impl Default for Timeouts {
@@ -142,6 +145,8 @@ impl Default for Timeouts {
             // so 5ms catches it without a trip through the poller, while a
             // worker never sits more than 5ms on a client that has gone quiet.
             park: Duration::from_millis(5),
+            // The same wait a blocking cache lookup is allowed.
+            wait: crate::cache::CacheConfig::default().wait_timeout,
         }
     }
 }
@@ -162,6 +167,10 @@ pub struct Ctx<'a, C: Clock> {
     pub access_log: Option<&'a AccessLog>,
     /// Counters.
     pub metrics: &'a Metrics,
+    /// Requests that may wait for a later answer at once (the
+    /// `requests_waiting` gauge, kept by the server); past it, a request
+    /// whose answer is not ready gets 503 with `Retry-After`.
+    pub max_waiting: u64,
 }
 
 /// Why a parked connection will be woken if nothing arrives.
@@ -186,7 +195,18 @@ pub struct Connection<T> {
     /// Whether it went round the queue since its last request; a second
     /// time it is parked instead, so a quiet connection cannot cycle.
     requeued: bool,
+    /// The request whose answer comes later, while it waits.
+    waiting: Option<Waiting>,
     _open: Option<GaugeGuard>,
+}
+
+/// A request waiting for its answer, with what its access line needs.
+struct Waiting {
+    later: Later,
+    /// The request without its body, which the handler has had.
+    req: Request,
+    started: Instant,
+    unix_time: i64,
 }
 
 impl<T> Connection<T> {
@@ -205,6 +225,7 @@ impl<T> Connection<T> {
             last_progress: now,
             served: 0,
             requeued: false,
+            waiting: None,
             _open: None,
         }
     }
@@ -223,6 +244,21 @@ impl<T> Connection<T> {
     /// The protocol phase.
     pub fn phase(&self) -> Phase {
         self.http.phase()
+    }
+
+    /// Whether a request waits for a later answer ([`Handoff::Wait`]).
+    pub fn is_waiting(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// Runs `wake` once the waiting request's answer is there: at once if
+    /// it is there already (or nothing waits), else on the thread that
+    /// sends it. See [`Later::on_ready`].
+    pub fn on_answer(&self, wake: crate::http::later::Wake) {
+        match &self.waiting {
+            Some(w) => w.later.on_ready(wake),
+            None => wake(),
+        }
     }
 
     /// When this connection gives up waiting, and how.
@@ -254,6 +290,11 @@ pub enum Handoff {
     /// it at the back of the queue. By its turn the client has usually sent
     /// its next request, which then costs no trip through the parker.
     Requeue,
+    /// A request waits for a later answer ([`Response::later`]): park it,
+    /// watching only for the client hanging up, until the answer comes
+    /// ([`Connection::on_answer`]) or this deadline passes; then serve it
+    /// again, which writes the answer (or the 503) and goes on.
+    Wait(Instant),
     /// Done: drop it.
     Close,
 }
@@ -265,6 +306,13 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
     // Right after a response the next request has rarely arrived yet, so a
     // read would only say so; wait for readiness first instead.
     let mut wait_first = false;
+    if let Some(w) = c.waiting.take() {
+        match resume(c, ctx, w) {
+            Some(true) => wait_first = true,
+            Some(false) => return close(c),
+            None => return Handoff::Close,
+        }
+    }
     loop {
         match c.http.poll() {
             Event::NeedMore => {}
@@ -291,7 +339,9 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                 }
                 match c.http.reject_body() {
                     Some(req) => {
-                        respond(c, ctx, req);
+                        if let Answered::Waiting(deadline) = respond(c, ctx, req) {
+                            return Handoff::Wait(deadline);
+                        }
                         return close(c);
                     }
                     None => return Handoff::Close,
@@ -301,11 +351,15 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                 // A client that asked to close sends nothing more (RFC 9112
                 // §9.6), so there is nothing to drain before closing.
                 let client_closes = !req.head().keep_alive;
-                if !respond(c, ctx, req) {
-                    if client_closes && c.http.buffered() == 0 {
-                        return Handoff::Close;
+                match respond(c, ctx, req) {
+                    Answered::Waiting(deadline) => return Handoff::Wait(deadline),
+                    Answered::Sent(true) => {}
+                    Answered::Sent(false) => {
+                        if client_closes && c.http.buffered() == 0 {
+                            return Handoff::Close;
+                        }
+                        return close(c);
                     }
-                    return close(c);
                 }
                 linger = ctx.timeouts.park;
                 wait_first = true;
@@ -328,8 +382,22 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
         let now = ctx.clock.now();
         let (deadline, expiry) = c.deadline(&ctx.timeouts);
         if now >= deadline {
-            expire(c, ctx, expiry);
-            return Handoff::Close;
+            // The deadline may have passed while the connection waited for
+            // a worker, which is the server's delay, not the client's: read
+            // what has arrived before judging. Each turn here consumes
+            // bytes or ends the connection, and the head limit bounds them.
+            match c.http.read_with(|buf| c.io.read(buf)) {
+                Ok(0) => return Handoff::Close,
+                Ok(_) => {
+                    c.last_progress = now;
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    expire(c, ctx, expiry);
+                    return Handoff::Close;
+                }
+            }
         }
         let others_waiting = wait_first && (ctx.others_waiting)();
         if others_waiting && !c.requeued && c.http.phase() == Phase::Idle {
@@ -430,17 +498,122 @@ fn send_error<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>, e
     c.http.response_sent();
 }
 
-/// Runs the handler and writes its response. Returns whether the connection
-/// persists.
+/// What [`respond`] did with a request.
+enum Answered {
+    /// The response went out (or failed to); whether the connection
+    /// persists.
+    Sent(bool),
+    /// The answer comes later; the request waits until this deadline.
+    Waiting(Instant),
+}
+
+/// Runs the handler and writes its response, or, if the answer comes later,
+/// keeps the request in `c.waiting`.
 fn respond<T: Transport, C: Clock>(
     c: &mut Connection<T>,
     ctx: &Ctx<'_, C>,
     mut req: Request,
-) -> bool {
+) -> Answered {
     let started = ctx.clock.now();
     let unix_time = unix_now();
     Metrics::inc(&ctx.metrics.requests);
-    let mut resp = match catch_unwind(AssertUnwindSafe(|| ctx.handler.handle(&mut req))) {
+    let mut resp = handle(ctx, &mut req);
+    if let Some(later) = resp.take_later() {
+        resp = match later.take() {
+            // Answered before the handler returned: a remembered failure,
+            // or a value that came in between.
+            Some(resp) => resp,
+            None if ctx.metrics.requests_waiting.load(Ordering::Relaxed) >= ctx.max_waiting => {
+                Metrics::inc(&ctx.metrics.waits_refused);
+                log::debug!(
+                    "{}: {} requests wait already; {} {} answered 503",
+                    peer_text(&req.peer_addr()),
+                    ctx.max_waiting,
+                    req.method(),
+                    req.target()
+                );
+                Response::error(503, "too many requests are waiting (retry later)")
+                    .with_header("Retry-After", RETRY_AFTER_SECS)
+            }
+            None => {
+                // The body has served the handler; the access line and the
+                // answer need only the head.
+                drop(req.take_body());
+                c.waiting = Some(Waiting {
+                    later,
+                    req,
+                    started,
+                    unix_time,
+                });
+                return Answered::Waiting(started + ctx.timeouts.wait);
+            }
+        };
+    }
+    Answered::Sent(send(c, ctx, &req, resp, started, unix_time))
+}
+
+/// `Retry-After` on a 503 for a wait that timed out or was refused: the
+/// answer being computed is usually stored by then.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// Writes the answer to a request that waited for it, or a 503 if its
+/// deadline passed first. Returns whether the connection persists, or
+/// `None` if the client left while waiting (the parker saw it hang up).
+fn resume<T: Transport, C: Clock>(
+    c: &mut Connection<T>,
+    ctx: &Ctx<'_, C>,
+    w: Waiting,
+) -> Option<bool> {
+    let resp = match w.later.take() {
+        Some(resp) => resp,
+        None if ctx.clock.now() >= w.started + ctx.timeouts.wait => {
+            Metrics::inc(&ctx.metrics.waits_timed_out);
+            log::debug!(
+                "{}: {} {} waited {:?} for its answer; answered 503",
+                peer_text(&w.req.peer_addr()),
+                w.req.method(),
+                w.req.target(),
+                ctx.timeouts.wait
+            );
+            Response::error(503, "timed out waiting for the answer (retry later)")
+                .with_header("Retry-After", RETRY_AFTER_SECS)
+        }
+        None => {
+            Metrics::inc(&ctx.metrics.waiters_left);
+            log::debug!(
+                "{}: client left while {} {} waited for its answer",
+                peer_text(&w.req.peer_addr()),
+                w.req.method(),
+                w.req.target()
+            );
+            return None;
+        }
+    };
+    Some(send(c, ctx, &w.req, resp, w.started, w.unix_time))
+}
+
+/// Answers a waiting request 503 because the server cannot wait any
+/// longer for its answer (it is shutting down), and ends the connection.
+/// Does nothing to a connection with no waiting request.
+pub fn give_up<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) {
+    let Some(w) = c.waiting.take() else { return };
+    Metrics::inc(&ctx.metrics.waits_timed_out);
+    log::debug!(
+        "{}: shutting down before {} {} had its answer; answered 503",
+        peer_text(&w.req.peer_addr()),
+        w.req.method(),
+        w.req.target()
+    );
+    let resp = Response::error(503, "the server is shutting down (retry later)")
+        .with_header("Retry-After", RETRY_AFTER_SECS)
+        .with_close();
+    send(c, ctx, &w.req, resp, w.started, w.unix_time);
+    c.io.close();
+}
+
+/// Runs the handler; a panic becomes a 500 that closes the connection.
+fn handle<C: Clock>(ctx: &Ctx<'_, C>, req: &mut Request) -> Response {
+    match catch_unwind(AssertUnwindSafe(|| ctx.handler.handle(req))) {
         Ok(resp) => resp,
         Err(payload) => {
             Metrics::inc(&ctx.metrics.handler_panics);
@@ -452,7 +625,19 @@ fn respond<T: Transport, C: Clock>(
             );
             Response::error(500, "").with_close()
         }
-    };
+    }
+}
+
+/// Writes `resp` to `req` and logs it. Returns whether the connection
+/// persists.
+fn send<T: Transport, C: Clock>(
+    c: &mut Connection<T>,
+    ctx: &Ctx<'_, C>,
+    req: &Request,
+    mut resp: Response,
+    started: Instant,
+    unix_time: i64,
+) -> bool {
     let closing = ctx.shutdown.load(Ordering::Relaxed);
     let mut head = Vec::with_capacity(256);
     let outcome = c.http.write_head(&resp, closing, &mut head);

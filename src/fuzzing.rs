@@ -1393,6 +1393,7 @@ const TIMEOUTS: Timeouts = Timeouts {
     read: Duration::from_secs(1),
     write: Duration::from_secs(1),
     park: Duration::from_millis(5),
+    wait: Duration::from_secs(1),
 };
 
 /// A clock that only moves when the transport says time passed.
@@ -1837,6 +1838,7 @@ fn serve_script(data: &[u8]) -> (usize, usize) {
         others_waiting: &waiting,
         access_log: None,
         metrics: &metrics,
+        max_waiting: u64::MAX,
     };
     let script = Script {
         ctl,
@@ -1866,6 +1868,7 @@ fn serve_script(data: &[u8]) -> (usize, usize) {
             Handoff::Close => break,
             // Back of the queue: the next worker serves it again.
             Handoff::Requeue => {}
+            Handoff::Wait(_) => panic!("the fuzz handler never answers later"),
             Handoff::Park(deadline) => {
                 assert!(deadline > clock.now(), "parked past its deadline");
                 match conn.io.readable_at() {

@@ -54,6 +54,15 @@ counters! {
     connections_rejected: Counter,
     /// Workers serving a connection now.
     workers_busy: Gauge,
+    /// Requests parked now, waiting for an answer that comes later (a
+    /// value being computed, a compute permit).
+    requests_waiting: Gauge,
+    /// Requests answered 503 because `max-waiting` requests waited already.
+    waits_refused: Counter,
+    /// Waiting requests answered 503 when `cache-wait-timeout` passed.
+    waits_timed_out: Counter,
+    /// Waiting requests whose client hung up before the answer came.
+    waiters_left: Counter,
     /// Accept calls that failed (EMFILE and the like).
     accept_errors: Counter,
     /// Requests answered by a handler.

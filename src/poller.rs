@@ -149,7 +149,25 @@ impl<T: AsRawFd + Send> Parkable for T {}
 struct Entry<T> {
     item: T,
     deadline: Instant,
+    watch: Watch,
 }
+
+/// What wakes a parked item before its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Bytes to read, or the peer hanging up: an idle or slow connection.
+    Readable,
+    /// Only the peer hanging up: a connection whose request waits for an
+    /// answer. Bytes it pipelines meanwhile stay in the socket until the
+    /// answer is written. Such items outlive [`Parker::stop`], since what
+    /// they wait for may still come while the server drains; whoever has
+    /// the answer takes the item back with [`Parker::unpark`].
+    HangUp,
+}
+
+/// Names a parked item, for [`Parker::unpark`]. Never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token(u64);
 
 struct Table<T> {
     entries: HashMap<u64, Entry<T>>,
@@ -160,17 +178,21 @@ struct Table<T> {
 /// The token of the waker; connection tokens count up from 0 and never reach it.
 const WAKER: u64 = u64::MAX;
 
-/// Parked items waiting for readability or their deadline.
+/// Parked items waiting for readability (or a hang-up) or their deadline.
 ///
-/// Any thread may [`park`](Parker::park); one thread runs
-/// [`run`](Parker::run), which hands ready items to `ready` and expired ones
-/// to `expired`. Lock order: the table lock is never held while calling out.
+/// Any thread may [`park`](Parker::park) or [`unpark`](Parker::unpark); one
+/// thread runs [`run`](Parker::run), which hands ready items to `ready` and
+/// expired ones to `expired`. Lock order: the table lock is never held while
+/// calling out.
 pub struct Parker<T: Parkable> {
     epoll: OwnedFd,
     waker_rx: UnixStream,
     waker_tx: UnixStream,
     table: Mutex<Table<T>>,
+    /// Set by [`Parker::stop`]: only [`Watch::HangUp`] items stay.
     stop: AtomicBool,
+    /// Set by [`Parker::quit`]: nothing stays, and `run` returns.
+    quit: AtomicBool,
 }
 
 /// What the parker thread reports to its owner.
@@ -210,6 +232,7 @@ impl<T: Parkable> Parker<T> {
                 next_token: 0,
             }),
             stop: AtomicBool::new(false),
+            quit: AtomicBool::new(false),
         };
         parker.ctl(
             libc::EPOLL_CTL_ADD,
@@ -237,10 +260,14 @@ impl<T: Parkable> Parker<T> {
         crate::unwind::lock(&self.table)
     }
 
-    /// Parks `item` until it is readable or `deadline` passes. On error the
-    /// item is handed back (the caller closes it).
-    pub fn park(&self, item: T, deadline: Instant) -> Result<(), (T, io::Error)> {
-        if self.stop.load(Ordering::Acquire) {
+    /// Parks `item` until `watch` fires or `deadline` passes. On error the
+    /// item is handed back (the caller closes it or serves it itself).
+    pub fn park(&self, item: T, deadline: Instant, watch: Watch) -> Result<Token, (T, io::Error)> {
+        let refused = match watch {
+            Watch::Readable => self.stop.load(Ordering::Acquire),
+            Watch::HangUp => self.quit.load(Ordering::Acquire),
+        };
+        if refused {
             return Err((item, io::Error::other("shutting down")));
         }
         let fd = item.as_raw_fd();
@@ -248,7 +275,14 @@ impl<T: Parkable> Parker<T> {
         let token = table.next_token;
         table.next_token += 1;
         let earliest = table.deadlines.peek().map(|Reverse((d, _))| *d);
-        table.entries.insert(token, Entry { item, deadline });
+        table.entries.insert(
+            token,
+            Entry {
+                item,
+                deadline,
+                watch,
+            },
+        );
         table.deadlines.push(Reverse((deadline, token)));
         // Registering under the lock keeps a readiness event from racing
         // ahead of the insert it refers to. A connection parked before is
@@ -257,7 +291,12 @@ impl<T: Parkable> Parker<T> {
         // again would be two. The kernel drops the registration itself when
         // the connection closes, so a new connection on a reused descriptor
         // number gets ENOENT here and is added.
-        let events = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLONESHOT) as u32;
+        let wanted = match watch {
+            Watch::Readable => libc::EPOLLIN | libc::EPOLLRDHUP,
+            // EPOLLHUP and EPOLLERR are always reported.
+            Watch::HangUp => libc::EPOLLRDHUP,
+        };
+        let events = (wanted | libc::EPOLLONESHOT) as u32;
         let armed = match self.ctl(libc::EPOLL_CTL_MOD, fd, token, events) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 self.ctl(libc::EPOLL_CTL_ADD, fd, token, events)
@@ -269,7 +308,7 @@ impl<T: Parkable> Parker<T> {
             drop(table);
             return match entry {
                 Some(entry) => Err((entry.item, e)),
-                None => Ok(()),
+                None => Ok(Token(token)),
             };
         }
         drop(table);
@@ -278,7 +317,14 @@ impl<T: Parkable> Parker<T> {
         if earliest.is_none_or(|d| deadline < d) {
             self.wake();
         }
-        Ok(())
+        Ok(Token(token))
+    }
+
+    /// Takes back the item parked as `token`, if it is still parked (it may
+    /// have become ready or expired meanwhile, and gone to the dispatcher).
+    pub fn unpark(&self, token: Token) -> Option<T> {
+        let mut table = self.lock();
+        self.take(&mut table, token.0)
     }
 
     /// How many items are parked.
@@ -296,10 +342,19 @@ impl<T: Parkable> Parker<T> {
         let _ = (&self.waker_tx).write(&[1]);
     }
 
-    /// Makes [`run`](Parker::run) hand every parked item to `abandoned` and
-    /// return. Items parked after this are refused.
+    /// Makes [`run`](Parker::run) hand every item parked for
+    /// [`Watch::Readable`] to `abandoned`; such items parked after this are
+    /// refused. [`Watch::HangUp`] items stay until [`quit`](Parker::quit).
     pub fn stop(&self) {
         self.stop.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    /// Makes [`run`](Parker::run) hand every parked item to `abandoned` and
+    /// return. Items parked after this are refused.
+    pub fn quit(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.quit.store(true, Ordering::Release);
         self.wake();
     }
 
@@ -317,24 +372,34 @@ impl<T: Parkable> Parker<T> {
         Some(entry.item)
     }
 
-    /// Runs the parker until [`stop`](Parker::stop): hands readable items to
-    /// `dispatch.ready`, expired ones to `dispatch.expired`.
+    /// Runs the parker until [`quit`](Parker::quit): hands ready items to
+    /// `dispatch.ready`, expired ones to `dispatch.expired`, and after
+    /// [`stop`](Parker::stop) the ones that may no longer wait to
+    /// `dispatch.abandoned`.
     pub fn run(&self, dispatch: &dyn Dispatch<T>, tick: Duration) {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
         let mut ready = Vec::new();
         loop {
             dispatch.tick();
             if self.stop.load(Ordering::Acquire) {
+                let quit = self.quit.load(Ordering::Acquire);
                 let items: Vec<T> = {
                     let mut table = self.lock();
-                    let tokens: Vec<u64> = table.entries.keys().copied().collect();
+                    let tokens: Vec<u64> = table
+                        .entries
+                        .iter()
+                        .filter(|(_, e)| quit || e.watch == Watch::Readable)
+                        .map(|(t, _)| *t)
+                        .collect();
                     tokens
                         .into_iter()
                         .filter_map(|t| self.take(&mut table, t))
                         .collect()
                 };
                 items.into_iter().for_each(|i| dispatch.abandoned(i));
-                return;
+                if quit {
+                    return;
+                }
             }
             let now = Instant::now();
             let timeout = {
@@ -440,9 +505,16 @@ mod tests {
         let (a, mut a_peer) = UnixStream::pair().expect("pair");
         let (b, _b_peer) = UnixStream::pair().expect("pair");
         let far = Instant::now() + Duration::from_secs(60);
-        parker.park(a, far).map_err(|(_, e)| e).expect("park a");
         parker
-            .park(b, Instant::now() + Duration::from_millis(30))
+            .park(a, far, Watch::Readable)
+            .map_err(|(_, e)| e)
+            .expect("park a");
+        parker
+            .park(
+                b,
+                Instant::now() + Duration::from_millis(30),
+                Watch::Readable,
+            )
             .map_err(|(_, e)| e)
             .expect("park b");
         let (what, _) = rx.recv_timeout(Duration::from_secs(5)).expect("b expires");
@@ -453,13 +525,73 @@ mod tests {
         assert!(parker.is_empty());
 
         let (c, _c_peer) = UnixStream::pair().expect("pair");
-        parker.park(c, far).map_err(|(_, e)| e).expect("park c");
-        parker.stop();
+        parker
+            .park(c, far, Watch::Readable)
+            .map_err(|(_, e)| e)
+            .expect("park c");
+        parker.quit();
         let (what, _) = rx
             .recv_timeout(Duration::from_secs(5))
             .expect("c abandoned");
         assert_eq!(what, "abandoned");
         runner.join().expect("runner");
+    }
+
+    #[test]
+    fn hang_up_items_ignore_data_outlive_stop_and_can_be_unparked() {
+        let parker = std::sync::Arc::new(Parker::<UnixStream>::new().expect("parker"));
+        let (tx, rx) = mpsc::channel();
+        let p = parker.clone();
+        let runner = std::thread::spawn(move || p.run(&Sink(tx), Duration::from_millis(50)));
+        let far = Instant::now() + Duration::from_secs(60);
+
+        // Pipelined bytes do not wake a waiting item; its peer leaving does.
+        let (a, mut a_peer) = UnixStream::pair().expect("pair");
+        parker
+            .park(a, far, Watch::HangUp)
+            .map_err(|(_, e)| e)
+            .expect("park a");
+        a_peer.write_all(b"next request").expect("write");
+        let (b, b_peer) = UnixStream::pair().expect("pair");
+        parker
+            .park(b, far, Watch::HangUp)
+            .map_err(|(_, e)| e)
+            .expect("park b");
+        drop(b_peer);
+        let (what, _) = rx.recv_timeout(Duration::from_secs(5)).expect("b hung up");
+        assert_eq!(what, "ready");
+        assert_eq!(parker.len(), 1, "a, with data to read, stays parked");
+
+        // Stop abandons readable items only; a waiting one stays until it
+        // is unparked by whoever has its answer.
+        let (c, _c_peer) = UnixStream::pair().expect("pair");
+        parker
+            .park(c, far, Watch::Readable)
+            .map_err(|(_, e)| e)
+            .expect("park c");
+        parker.stop();
+        let (what, _) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("c abandoned");
+        assert_eq!(what, "abandoned");
+        let (d, _d_peer) = UnixStream::pair().expect("pair");
+        assert!(parker.park(d, far, Watch::Readable).is_err(), "stopped");
+        let (e, _e_peer) = UnixStream::pair().expect("pair");
+        let e_token = parker
+            .park(e, far, Watch::HangUp)
+            .map_err(|(_, e)| e)
+            .expect("a waiting item may still park");
+        assert!(parker.unpark(e_token).is_some());
+        assert!(parker.unpark(e_token).is_none(), "taken once");
+        assert_eq!(parker.len(), 1);
+
+        parker.quit();
+        let (what, _) = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a abandoned");
+        assert_eq!(what, "abandoned");
+        runner.join().expect("runner");
+        assert!(rx.try_recv().is_err(), "nothing else was dispatched");
     }
 
     #[test]

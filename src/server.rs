@@ -18,7 +18,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use threadpool::ThreadPool;
@@ -29,7 +29,7 @@ use crate::conn::{self, Connection, Ctx, Handoff, SystemClock, Timeouts};
 use crate::http::{Limits, Phase};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::notify::{self, Component, Health, Notifier, PoolSamples};
-use crate::poller::{self, Dispatch, Interest, Parker};
+use crate::poller::{self, Dispatch, Interest, Parker, Token, Watch};
 use crate::router::Handler;
 
 /// The reply to a connection the server has no room for. Sent in one write
@@ -61,6 +61,8 @@ struct Client {
     site: usize,
     /// Whether it waits in the queue after a requeue.
     requeued: bool,
+    /// Counts it in `requests_waiting` while a request waits for its answer.
+    waiting: Option<GaugeGuard>,
 }
 
 impl AsRawFd for Client {
@@ -109,6 +111,7 @@ struct Shared {
     handlers: Vec<Arc<dyn Handler>>,
     limits: Limits,
     timeouts: Timeouts,
+    max_waiting: u64,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     access_log: Option<Arc<AccessLog>>,
@@ -254,6 +257,7 @@ impl Server {
             handlers: self.handlers,
             limits: config.limits(),
             timeouts: config.timeouts(),
+            max_waiting: config.max_waiting as u64,
             shutdown: self.handle.flag.clone(),
             metrics: self.metrics,
             access_log: self.access_log,
@@ -312,8 +316,10 @@ impl Server {
         drop(acceptor);
         log::info!("shutting down: draining in-flight requests");
         notifier.stopping();
+        // Idle connections close now; requests waiting for an answer stay
+        // parked through the drain, so an answer that comes in time is
+        // still written.
         shared.parker.stop();
-        let _ = parker_thread.join();
 
         let deadline = Instant::now() + config.shutdown_timeout;
         let open = || shared.metrics.connections_open.load(Ordering::SeqCst);
@@ -325,6 +331,9 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+        // Whatever still waits gets its 503 from the parker as it quits.
+        shared.parker.quit();
+        let _ = parker_thread.join();
         let abandoned = open();
         if abandoned > 0 {
             log::warn!(
@@ -394,12 +403,19 @@ struct ParkerEvents<'a>(&'a Arc<Shared>);
 impl Dispatch<Client> for ParkerEvents<'_> {
     fn ready(&self, c: Client) {
         Metrics::dec(&self.0.metrics.connections_parked);
+        // A waiting request's client hung up: a worker counts it and closes.
         submit(self.0, c);
     }
 
     fn expired(&self, mut c: Client) {
         Metrics::dec(&self.0.metrics.connections_parked);
         let shared = self.0;
+        if c.conn.is_waiting() {
+            // Its wait is over: a worker writes the 503 (or the answer, if
+            // it came at the last moment) and goes on with the connection.
+            submit(shared, c);
+            return;
+        }
         let (_, expiry) = c.conn.deadline(&shared.timeouts);
         // The parker serves every parked connection, so it must not wait on
         // one: the short 408 gets one try at the send buffer, which is empty
@@ -409,8 +425,17 @@ impl Dispatch<Client> for ParkerEvents<'_> {
         conn::expire(&mut c.conn, &ctx, expiry);
     }
 
-    fn abandoned(&self, c: Client) {
+    fn abandoned(&self, mut c: Client) {
         Metrics::dec(&self.0.metrics.connections_parked);
+        if c.conn.is_waiting() {
+            // The drain is over and its answer never came: say so rather
+            // than close unanswered, with one short try at the send buffer
+            // as for a 408.
+            let mut ctx = ctx(self.0, c.site, &|| true);
+            ctx.timeouts.write = Duration::from_millis(1);
+            conn::give_up(&mut c.conn, &ctx);
+            return;
+        }
         // Shutdown: a request under way is finished by a worker, which no
         // longer parks it; an idle connection just closes.
         if in_flight(&c) {
@@ -437,6 +462,7 @@ fn ctx<'a>(
         others_waiting,
         access_log: shared.access_log.as_deref(),
         metrics: &shared.metrics,
+        max_waiting: shared.max_waiting,
     }
 }
 
@@ -454,8 +480,14 @@ fn submit(shared: &Arc<Shared>, mut c: Client) {
         }
         let _busy = GaugeGuard::new(s.metrics.clone(), |m| &m.workers_busy);
         let others_waiting = || m.connections_queued.load(Ordering::Relaxed) > 0;
+        // Its wait, if any, ends here: serve writes the answer or the 503.
+        c.waiting = None;
         match conn::serve(&mut c.conn, &ctx(&s, c.site, &others_waiting)) {
             Handoff::Close => {}
+            Handoff::Wait(deadline) => {
+                c.waiting = Some(GaugeGuard::new(s.metrics.clone(), |m| &m.requests_waiting));
+                wait(&s, c, deadline);
+            }
             Handoff::Requeue => {
                 c.requeued = true;
                 Metrics::inc(&m.connections_requeued);
@@ -465,8 +497,8 @@ fn submit(shared: &Arc<Shared>, mut c: Client) {
                 // Counted before parking: the parker may hand it back (and
                 // count it out) before `park` even returns.
                 Metrics::inc(&s.metrics.connections_parked);
-                match s.parker.park(c, deadline) {
-                    Ok(()) => {}
+                match s.parker.park(c, deadline, Watch::Readable) {
+                    Ok(_) => {}
                     // Shutdown began after `serve` chose to park: the parker
                     // is stopping, so finish the request on a worker instead.
                     Err((c, _)) => {
@@ -479,6 +511,72 @@ fn submit(shared: &Arc<Shared>, mut c: Client) {
             }
         }
     });
+}
+
+/// Parks `c`, whose request waits for its answer, until the answer comes
+/// (then a worker writes it), its client hangs up, or `deadline` passes.
+fn wait(shared: &Arc<Shared>, c: Client, deadline: Instant) {
+    let resumer = Arc::new(Resumer::default());
+    {
+        // Weak: the wake-up lives in the answer's slot, which must not keep
+        // the server alive.
+        let (shared, resumer) = (Arc::downgrade(shared), resumer.clone());
+        c.conn
+            .on_answer(Box::new(move || resumer.answered(&shared)));
+    }
+    // Counted before parking, as for an idle connection.
+    Metrics::inc(&shared.metrics.connections_parked);
+    match shared.parker.park(c, deadline, Watch::HangUp) {
+        Ok(token) => resumer.parked(shared, token),
+        // The parker has quit: the drain is over.
+        Err((mut c, _)) => {
+            Metrics::dec(&shared.metrics.connections_parked);
+            conn::give_up(&mut c.conn, &ctx(shared, c.site, &|| true));
+        }
+    }
+}
+
+/// Brings a waiting connection back from the parker when its answer comes.
+/// The answer may come before the connection is parked (it was computed in
+/// between), so whichever of the two events comes second unparks it.
+#[derive(Default)]
+struct Resumer {
+    /// The parked connection's token, and whether the answer came.
+    state: Mutex<(Option<Token>, bool)>,
+}
+
+impl Resumer {
+    /// The connection is parked as `token`.
+    fn parked(&self, shared: &Arc<Shared>, token: Token) {
+        let mut state = crate::unwind::lock(&self.state);
+        if state.1 {
+            drop(state);
+            resume(shared, token);
+        } else {
+            state.0 = Some(token);
+        }
+    }
+
+    /// The answer came (on whatever thread sent it).
+    fn answered(&self, shared: &Weak<Shared>) {
+        let token = {
+            let mut state = crate::unwind::lock(&self.state);
+            state.1 = true;
+            state.0.take()
+        };
+        if let (Some(token), Some(shared)) = (token, shared.upgrade()) {
+            resume(&shared, token);
+        }
+    }
+}
+
+/// Hands a waiting connection whose answer came to a worker, unless the
+/// parker let it go first (its client hung up, or its deadline passed).
+fn resume(shared: &Arc<Shared>, token: Token) {
+    if let Some(c) = shared.parker.unpark(token) {
+        Metrics::dec(&shared.metrics.connections_parked);
+        submit(shared, c);
+    }
 }
 
 /// Whether part of a request has arrived on `c`, so shutdown must let it
@@ -614,6 +712,7 @@ impl Acceptor<'_> {
                 conn,
                 site,
                 requeued: false,
+                waiting: None,
             },
         );
     }

@@ -105,6 +105,15 @@ const DEFAULT_QUEUE: usize = 1024;
 /// default); the process fd limit (`LimitNOFILE`) must be raised to match.
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
+/// Requests parked at once waiting for an answer that comes later (a value
+/// being computed). Each costs its connection and its buffers, not a
+/// thread, so thousands are affordable; the bound keeps a storm of misses
+/// from taking every connection slot: at the default `max-connections`
+/// almost 6000 stay for hits, health checks and new clients. Varnish bounds
+/// its waiting list only by its sessions; nginx's `proxy_cache_lock` by
+/// its connections.
+const DEFAULT_MAX_WAITING: usize = 4096;
+
 /// In-flight requests get this long to finish after SIGTERM. systemd waits
 /// `TimeoutStopSec` (90s by default) before SIGKILL, and Kubernetes'
 /// `terminationGracePeriodSeconds` is 30s; 10s fits well inside both and is
@@ -132,6 +141,9 @@ pub struct Config {
     pub queue: usize,
     /// Open connections at most, parked idle ones included.
     pub max_connections: usize,
+    /// Requests waiting at once for an answer that comes later; past it,
+    /// 503 with `Retry-After`.
+    pub max_waiting: usize,
     /// The whole request head must arrive within this.
     pub header_timeout: Duration,
     /// A keep-alive connection idle this long is closed silently.
@@ -197,6 +209,7 @@ impl Default for Config {
             workers: default_workers(),
             queue: DEFAULT_QUEUE,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_waiting: DEFAULT_MAX_WAITING,
             header_timeout: timeouts.header,
             idle_timeout: timeouts.idle,
             read_timeout: timeouts.read,
@@ -291,6 +304,7 @@ impl Config {
             read: self.read_timeout,
             write: self.write_timeout,
             park: self.park_timeout,
+            wait: self.cache_wait_timeout,
         }
     }
 

@@ -160,6 +160,8 @@ pub(super) static OPTIONS: &[OptSpec] = options![
         "connections waiting for a worker before new ones get 503";
     "max-connections" N limit max_connections: count_in(1, MAX_SOCKETS) => format_count,
         "open connections at most, idle ones included";
+    "max-waiting" N limit max_waiting: count_in(1, MAX_SOCKETS) => format_count,
+        "requests waiting at once for a value being computed before new ones get 503";
     "header-timeout" DURATION limit header_timeout: timeout() => format_duration,
         "the whole request head must arrive within this";
     "idle-timeout" DURATION limit idle_timeout: timeout() => format_duration,
@@ -189,7 +191,7 @@ pub(super) static OPTIONS: &[OptSpec] = options![
     "cache-max-entry-bytes" SIZE limit cache_max_entry_bytes: size_in(0) => format_size,
         "larger values are served but not stored";
     "cache-wait-timeout" DURATION limit cache_wait_timeout: timeout() => format_duration,
-        "how long a request waits for a value another request is computing (then 503)";
+        "how long a request waits for a value being computed (then 503)";
     "cache-error-ttl" DURATION limit cache_error_ttl: bounded_duration() => format_duration,
         "how long a failed computation is remembered (jittered); 0 remembers nothing";
     "compute-concurrency" N limit compute_concurrency: count_in(1, MAX_WORKERS) => format_count,
