@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use corral::access::AccessLog;
-use corral::admin::{self, AdminState};
+use corral::app::admin::{self, AdminState};
 use corral::app::{self, AppLimits};
 use corral::cached::{self, ResponseCache};
 use corral::config::{self, AccessLogTarget, Command, Config};
