@@ -31,7 +31,7 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// The first descriptor a service manager passes (`SD_LISTEN_FDS_START`).
@@ -232,8 +232,10 @@ pub struct Health {
     /// Jobs a worker has picked up so far. The pool's queue is first in,
     /// first out, so the first `started` jobs queued are the ones started.
     started: AtomicU64,
-    /// Test hook: components told to hang.
-    wedged: [AtomicBool; 2],
+    /// Test hook: components told to hang. Only in the builds that have
+    /// the hooks (see [`Health::wedge`]).
+    #[cfg(any(debug_assertions, feature = "test-hooks"))]
+    wedged: [std::sync::atomic::AtomicBool; 2],
 }
 
 impl Default for Health {
@@ -244,7 +246,8 @@ impl Default for Health {
             parker: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             started: AtomicU64::new(0),
-            wedged: [AtomicBool::new(false), AtomicBool::new(false)],
+            #[cfg(any(debug_assertions, feature = "test-hooks"))]
+            wedged: Default::default(),
         }
     }
 }
@@ -359,8 +362,11 @@ impl Health {
     /// Test hook, reachable only through the binary's hidden `--x-wedge`
     /// flag: makes the acceptor or the parker hang at its next loop turn,
     /// as a deadlock would, so a test can watch the pings stop. (The pool
-    /// needs no hook: a handler that never returns wedges a worker.)
+    /// needs no hook: a handler that never returns wedges a worker.) Only
+    /// debug builds and builds with the `test-hooks` feature have it: a
+    /// server that can be told to hang must not ship.
     #[doc(hidden)]
+    #[cfg(any(debug_assertions, feature = "test-hooks"))]
     pub fn wedge(&self, c: Component) {
         match c {
             Component::Acceptor => self.wedged[0].store(true, Relaxed),
@@ -370,18 +376,26 @@ impl Health {
     }
 
     /// Hangs the calling thread for good if [`Health::wedge`] named `c`.
+    /// Without the hooks it does nothing, and inlining makes it vanish, so
+    /// the loops that call it need no `cfg` of their own.
+    #[inline(always)]
     pub(crate) fn hold_if_wedged(&self, c: Component) {
-        let i = match c {
-            Component::Acceptor => 0,
-            Component::Parker => 1,
-            Component::Pool => return,
-        };
-        if self.wedged[i].load(Relaxed) {
-            log::warn!("test hook: the {c} hangs now");
-            loop {
-                std::thread::park();
+        #[cfg(any(debug_assertions, feature = "test-hooks"))]
+        {
+            let i = match c {
+                Component::Acceptor => 0,
+                Component::Parker => 1,
+                Component::Pool => return,
+            };
+            if self.wedged[i].load(Relaxed) {
+                log::warn!("test hook: the {c} hangs now");
+                loop {
+                    std::thread::park();
+                }
             }
         }
+        #[cfg(not(any(debug_assertions, feature = "test-hooks")))]
+        let _ = c;
     }
 }
 

@@ -9,6 +9,9 @@
 //! Each test owns the `UnixDatagram` systemd would own, so nothing here
 //! needs systemd itself; `systemd-socket-activate` is used in one more
 //! check when it is installed.
+//!
+//! The wedge tests need the binary's test hooks, which only debug builds
+//! and builds with `--features test-hooks` have; elsewhere they are ignored.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, RawFd};
@@ -29,6 +32,9 @@ const PERIOD: Duration = Duration::from_millis(200);
 
 /// Scheduling slack allowed on top of any timing the server promises.
 const SLACK: Duration = Duration::from_millis(150);
+
+/// Whether the binary has the test hooks (see `hooks` in `main.rs`).
+const HOOKS: bool = cfg!(any(debug_assertions, feature = "test-hooks"));
 
 /// The receiving end of `NOTIFY_SOCKET`, as systemd holds it.
 struct NotifySocket {
@@ -295,6 +301,10 @@ fn pings_stop_when_wedged(
 }
 
 #[test]
+#[cfg_attr(
+    not(any(debug_assertions, feature = "test-hooks")),
+    ignore = "needs the test hooks: a debug build, or --features test-hooks"
+)]
 fn watchdog_pings_stop_when_the_pool_is_wedged() {
     pings_stop_when_wedged(
         "pool",
@@ -323,6 +333,10 @@ fn wedge_by_request(addr: SocketAddr) -> Vec<Client> {
 }
 
 #[test]
+#[cfg_attr(
+    not(any(debug_assertions, feature = "test-hooks")),
+    ignore = "needs the test hooks: a debug build, or --features test-hooks"
+)]
 fn watchdog_pings_stop_when_the_acceptor_is_wedged() {
     pings_stop_when_wedged(
         "acceptor",
@@ -335,6 +349,10 @@ fn watchdog_pings_stop_when_the_acceptor_is_wedged() {
 }
 
 #[test]
+#[cfg_attr(
+    not(any(debug_assertions, feature = "test-hooks")),
+    ignore = "needs the test hooks: a debug build, or --features test-hooks"
+)]
 fn watchdog_pings_stop_when_the_parker_is_wedged() {
     pings_stop_when_wedged(
         "parker",
@@ -342,6 +360,24 @@ fn watchdog_pings_stop_when_the_parker_is_wedged() {
         wedge_by_request,
         PERIOD / 4 + PERIOD + PERIOD / 2 + SLACK,
     );
+}
+
+/// The hook is in the builds meant to have it and in no other: without
+/// it, `--x-wedge` is an unknown option like any other.
+#[test]
+fn wedge_flag_only_with_the_test_hooks() {
+    let out = crate::support::command()
+        .args(["--x-wedge=pool", "--check-config"])
+        .output()
+        .expect("run corral");
+    let err = String::from_utf8_lossy(&out.stderr);
+    if HOOKS {
+        assert!(out.status.success(), "{}: {err}", out.status);
+    } else {
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("unknown option --x-wedge"), "{err}");
+    }
 }
 
 #[test]
