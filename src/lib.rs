@@ -13,6 +13,14 @@
 //! (coalescing, failures, timeouts, cycles, eviction, expiry) are described
 //! in its module documentation.
 //!
+//! The crate is a library with a product on top. The library ([`http`],
+//! [`conn`], [`server`], [`poller`], [`router`], [`cache`], [`cached`],
+//! [`config`], [`access`], [`metrics`], [`notify`]) serves handlers of your
+//! own and knows nothing of the product. The product, [`app`], is what the
+//! `corral` binary serves: the array service (its computations and
+//! encodings in [`app::arrays`]) and the operator's endpoints
+//! ([`app::admin`]).
+//!
 //! In scope: HTTP/1.1 and 1.0 over TCP (keep-alive, pipelining,
 //! `100-continue`, chunked bodies both ways), graceful shutdown, an access
 //! log. Out of scope: TLS (terminate it in front), HTTP/2, `CONNECT`,
@@ -69,22 +77,38 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
-pub mod access;
-pub mod admin;
-pub mod app;
-pub mod arrays;
-pub mod cache;
-pub mod cached;
-pub mod config;
+// The library, top-down: the protocol, the shells around it, the cache,
+// and what an operator needs. None of it knows the built-in app.
+
+// The sans-IO core: request bytes in, events and response bytes out.
+pub mod http;
+// The connection loop: the only code that reads or writes a connection.
 pub mod conn;
+// Listeners, the worker pool, the parker and shutdown.
+pub mod server;
+// poll and epoll: where idle and slow connections wait without a worker.
+pub mod poller;
+// Handlers, and the router that picks one by method and path.
+pub mod router;
+// The single-flight cache. Knows nothing of HTTP.
+pub mod cache;
+// Cache entries as HTTP responses: ETag, 304, Range, X-Cache.
+pub mod cached;
+// Every limit and timeout, its default, and where a value comes from.
+pub mod config;
+// The access log, in the Combined Log Format.
+pub mod access;
+// Counters, taken without a lock.
+pub mod metrics;
+// systemd: sd_notify, the watchdog's heartbeats, socket activation.
+pub mod notify;
+
+// The product built on the library: the array service and the operator's
+// endpoints (`app::arrays`, `app::admin`). Request in, response out.
+pub mod app;
+
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod http;
-pub mod metrics;
-pub mod notify;
-pub mod poller;
-pub mod router;
-pub mod server;
 // Crate-private: how the modules that catch panics describe them and lock
 // past them.
 mod unwind;

@@ -6,32 +6,28 @@
 //! Signals: SIGTERM and SIGINT drain and exit (a second SIGINT exits at
 //! once); SIGHUP reopens the access log file, for logrotate, and logs a
 //! status line.
+//!
+//! Debug builds, and builds with the `test-hooks` feature, also take the
+//! flags of the test hooks (see [`hooks`]); a plain release build does not.
 
 use std::process::ExitCode;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use corral::access::AccessLog;
-use corral::admin::{self, AdminState};
+use corral::app::admin::{self, AdminState};
 use corral::app::{self, AppLimits};
 use corral::cached::{self, ResponseCache};
 use corral::config::{self, AccessLogTarget, Command, Config};
 use corral::metrics::Metrics;
-use corral::notify::{self, Component, Health, Notifier};
+use corral::notify::{self, Notifier};
 use corral::server::Server;
-use corral::{Request, Response};
+use hooks::Hooks;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-
-/// The hidden test hook: `--x-wedge=pool|parker|acceptor` adds a route,
-/// `GET /x-wedge`, that hangs that part of the server the way a deadlock
-/// would, so the tests can watch the systemd watchdog pings stop. It is
-/// taken off the command line before the options are parsed, so `--help`,
-/// the config file and the environment never know it.
-const WEDGE_FLAG: &str = "--x-wedge=";
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = match std::env::args_os()
@@ -45,18 +41,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut wedge = None;
-    if let Some(i) = args.iter().position(|a| a.starts_with(WEDGE_FLAG)) {
-        wedge = match &args.remove(i)[WEDGE_FLAG.len()..] {
-            "pool" => Some(Component::Pool),
-            "parker" => Some(Component::Parker),
-            "acceptor" => Some(Component::Acceptor),
-            other => {
-                eprintln!("corral: {WEDGE_FLAG}{other}: expected pool, parker or acceptor");
-                return ExitCode::from(2);
-            }
-        };
-    }
+    let hooks = match Hooks::take(&mut args) {
+        Ok(hooks) => hooks,
+        Err(e) => {
+            eprintln!("corral: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // Variables of other programs may hold any bytes; only ours must be text.
     let mut env: Vec<(String, String)> = Vec::new();
     for (name, value) in std::env::vars_os() {
@@ -91,7 +82,7 @@ fn main() -> ExitCode {
         }
         Command::Run(config) => config,
     };
-    match run(config, wedge) {
+    match run(config, hooks) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("corral: {e}");
@@ -100,7 +91,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config, wedge: Option<Component>) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn run(config: Config, hooks: Hooks) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // First: this must run while ours is the only thread, and before
     // anything opens a file (the passed sockets are descriptors 3 and up).
     let activated = notify::take_listen_fds()?;
@@ -134,11 +125,7 @@ fn run(config: Config, wedge: Option<Component>) -> Result<ExitCode, Box<dyn std
     let started = Instant::now();
     cached::configure(config.cache_config());
     let cache = cached::GLOBAL.clone();
-    let mut app = app::router(cache.clone(), AppLimits::from(&config));
-    let health = Arc::new(OnceLock::new());
-    if let Some(c) = wedge {
-        app = app.get("/x-wedge", wedge_route(c, health.clone()));
-    }
+    let app = hooks.routes(app::router(cache.clone(), AppLimits::from(&config)));
     let routes = app.stats();
     let admin_listen = config.admin_listen;
     let workers = config.workers;
@@ -202,7 +189,7 @@ fn run(config: Config, wedge: Option<Component>) -> Result<ExitCode, Box<dyn std
     if let Some(log) = &access_log {
         server = server.with_access_log(log.clone());
     }
-    let _ = health.set(server.health());
+    hooks.attach(&server);
     let status = {
         let metrics = server.metrics();
         let cache = cache.clone();
@@ -266,24 +253,112 @@ fn status_line(m: &Metrics, cache: &ResponseCache, workers: usize) -> String {
     )
 }
 
-/// The route behind `--x-wedge` (see [`WEDGE_FLAG`]). For the pool, the
-/// handler itself never returns, so each request takes one worker for good
-/// and, once all are taken, queued work ages. For the acceptor and the
-/// parker it tells that thread to hang at its next loop turn.
-fn wedge_route(
-    c: Component,
-    health: Arc<OnceLock<Arc<Health>>>,
-) -> impl Fn(&mut Request) -> Response + Send + Sync + 'static {
-    move |_: &mut Request| {
-        if c == Component::Pool {
-            log::warn!("test hook: a worker hangs now");
-            loop {
-                std::thread::park();
+/// Test hooks: compiled into debug builds (so `cargo test` has them) and
+/// into builds with the `test-hooks` feature, never into a plain release
+/// build. There the flags are unknown options like any other, and the
+/// binary has no route that hangs it.
+#[cfg(any(debug_assertions, feature = "test-hooks"))]
+mod hooks {
+    use std::sync::{Arc, OnceLock};
+
+    use corral::notify::{Component, Health};
+    use corral::server::Server;
+    use corral::{Request, Response, Router};
+
+    /// `--x-wedge=pool|parker|acceptor` adds a route, `GET /x-wedge`, that
+    /// hangs that part of the server the way a deadlock would, so the tests
+    /// can watch the systemd watchdog pings stop. It is taken off the
+    /// command line before the options are parsed, so `--help`, the config
+    /// file and the environment never know it.
+    const WEDGE_FLAG: &str = "--x-wedge=";
+
+    /// The hooks the command line asked for.
+    pub struct Hooks {
+        wedge: Option<Component>,
+        /// Filled by [`Hooks::attach`]: the route exists before the server.
+        health: Arc<OnceLock<Arc<Health>>>,
+    }
+
+    impl Hooks {
+        /// Takes the hooks' flags out of `args`.
+        pub fn take(args: &mut Vec<String>) -> Result<Hooks, String> {
+            let mut wedge = None;
+            if let Some(i) = args.iter().position(|a| a.starts_with(WEDGE_FLAG)) {
+                wedge = Some(match &args.remove(i)[WEDGE_FLAG.len()..] {
+                    "pool" => Component::Pool,
+                    "parker" => Component::Parker,
+                    "acceptor" => Component::Acceptor,
+                    other => {
+                        return Err(format!(
+                            "{WEDGE_FLAG}{other}: expected pool, parker or acceptor"
+                        ))
+                    }
+                });
+            }
+            Ok(Hooks {
+                wedge,
+                health: Arc::default(),
+            })
+        }
+
+        /// `app` with the hooks' routes added.
+        pub fn routes(&self, app: Router) -> Router {
+            match self.wedge {
+                Some(c) => app.get("/x-wedge", wedge_route(c, self.health.clone())),
+                None => app,
             }
         }
-        if let Some(health) = health.get() {
-            health.wedge(c);
+
+        /// Hands the routes the server they act on.
+        pub fn attach(&self, server: &Server) {
+            let _ = self.health.set(server.health());
         }
-        Response::text(200, format!("wedging the {c}\n"))
+    }
+
+    /// The route behind `--x-wedge` (see [`WEDGE_FLAG`]). For the pool, the
+    /// handler itself never returns, so each request takes one worker for
+    /// good and, once all are taken, queued work ages. For the acceptor and
+    /// the parker it tells that thread to hang at its next loop turn.
+    fn wedge_route(
+        c: Component,
+        health: Arc<OnceLock<Arc<Health>>>,
+    ) -> impl Fn(&mut Request) -> Response + Send + Sync + 'static {
+        move |_: &mut Request| {
+            if c == Component::Pool {
+                log::warn!("test hook: a worker hangs now");
+                loop {
+                    std::thread::park();
+                }
+            }
+            if let Some(health) = health.get() {
+                health.wedge(c);
+            }
+            Response::text(200, format!("wedging the {c}\n"))
+        }
+    }
+}
+
+/// A plain release build: no hooks, so no flags to take and no routes.
+#[cfg(not(any(debug_assertions, feature = "test-hooks")))]
+mod hooks {
+    use corral::server::Server;
+    use corral::Router;
+
+    /// No hooks.
+    pub struct Hooks;
+
+    impl Hooks {
+        /// Takes nothing: every argument is left for the option parser.
+        pub fn take(_args: &mut Vec<String>) -> Result<Hooks, String> {
+            Ok(Hooks)
+        }
+
+        /// `app` unchanged.
+        pub fn routes(&self, app: Router) -> Router {
+            app
+        }
+
+        /// Nothing to attach.
+        pub fn attach(&self, _server: &Server) {}
     }
 }

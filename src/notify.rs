@@ -31,7 +31,7 @@ use std::os::fd::{FromRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// The first descriptor a service manager passes (`SD_LISTEN_FDS_START`).
@@ -232,8 +232,10 @@ pub struct Health {
     /// Jobs a worker has picked up so far. The pool's queue is first in,
     /// first out, so the first `started` jobs queued are the ones started.
     started: AtomicU64,
-    /// Test hook: components told to hang.
-    wedged: [AtomicBool; 2],
+    /// Test hook: components told to hang. Only in the builds that have
+    /// the hooks (see [`Health::wedge`]).
+    #[cfg(any(debug_assertions, feature = "test-hooks"))]
+    wedged: [std::sync::atomic::AtomicBool; 2],
 }
 
 impl Default for Health {
@@ -244,7 +246,8 @@ impl Default for Health {
             parker: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             started: AtomicU64::new(0),
-            wedged: [AtomicBool::new(false), AtomicBool::new(false)],
+            #[cfg(any(debug_assertions, feature = "test-hooks"))]
+            wedged: Default::default(),
         }
     }
 }
@@ -285,7 +288,12 @@ impl Health {
 
     /// Marks a loop turn of the acceptor or the parker.
     pub fn beat(&self, c: Component) {
-        let now = self.now_ms();
+        self.beat_at(c, self.now_ms());
+    }
+
+    /// [`Health::beat`] at `now`, in milliseconds since the epoch: the
+    /// tests drive the watchdog on a virtual clock through it.
+    fn beat_at(&self, c: Component, now: u64) {
         match c {
             Component::Acceptor => self.acceptor.store(now, Relaxed),
             Component::Parker => self.parker.store(now, Relaxed),
@@ -309,7 +317,12 @@ impl Health {
     /// counts between calls, so the pool's verdict needs no lock on the
     /// job path and no timestamp per job.
     pub fn check(&self, samples: &mut PoolSamples, period: Duration) -> Result<(), Stall> {
-        let now = self.now_ms();
+        self.check_at(samples, period, self.now_ms())
+    }
+
+    /// [`Health::check`] at `now`, in milliseconds since the epoch (see
+    /// [`Health::beat_at`]).
+    fn check_at(&self, samples: &mut PoolSamples, period: Duration, now: u64) -> Result<(), Stall> {
         let period_ms = period.as_millis() as u64;
         // Read `started` before `queued`: a job counted in between is one
         // more queued, never one more started than queued.
@@ -359,8 +372,11 @@ impl Health {
     /// Test hook, reachable only through the binary's hidden `--x-wedge`
     /// flag: makes the acceptor or the parker hang at its next loop turn,
     /// as a deadlock would, so a test can watch the pings stop. (The pool
-    /// needs no hook: a handler that never returns wedges a worker.)
+    /// needs no hook: a handler that never returns wedges a worker.) Only
+    /// debug builds and builds with the `test-hooks` feature have it: a
+    /// server that can be told to hang must not ship.
     #[doc(hidden)]
+    #[cfg(any(debug_assertions, feature = "test-hooks"))]
     pub fn wedge(&self, c: Component) {
         match c {
             Component::Acceptor => self.wedged[0].store(true, Relaxed),
@@ -370,18 +386,26 @@ impl Health {
     }
 
     /// Hangs the calling thread for good if [`Health::wedge`] named `c`.
+    /// Without the hooks it does nothing, and inlining makes it vanish, so
+    /// the loops that call it need no `cfg` of their own.
+    #[inline(always)]
     pub(crate) fn hold_if_wedged(&self, c: Component) {
-        let i = match c {
-            Component::Acceptor => 0,
-            Component::Parker => 1,
-            Component::Pool => return,
-        };
-        if self.wedged[i].load(Relaxed) {
-            log::warn!("test hook: the {c} hangs now");
-            loop {
-                std::thread::park();
+        #[cfg(any(debug_assertions, feature = "test-hooks"))]
+        {
+            let i = match c {
+                Component::Acceptor => 0,
+                Component::Parker => 1,
+                Component::Pool => return,
+            };
+            if self.wedged[i].load(Relaxed) {
+                log::warn!("test hook: the {c} hangs now");
+                loop {
+                    std::thread::park();
+                }
             }
         }
+        #[cfg(not(any(debug_assertions, feature = "test-hooks")))]
+        let _ = c;
     }
 }
 
@@ -633,6 +657,93 @@ mod tests {
         assert_eq!(h.judge(&mut s, 300, 200, 5), Ok(()));
     }
 
+    /// The watchdog on a virtual clock, in milliseconds: the acceptor and
+    /// the parker beat every quarter period from `beat_phase` on, a job is
+    /// queued every 10 ms and picked up at once, and checks run every half
+    /// period from `check_phase` on, as `server::supervise` runs them. At
+    /// `wedge_at`, `wedged` stops: its loop beats no more, or, for the pool,
+    /// every worker is taken and no job queued from then on is picked up. Returns the times of the
+    /// checks that passed (the pings) and of those that failed.
+    fn simulate(
+        wedged: Component,
+        wedge_at: u64,
+        beat_phase: u64,
+        check_phase: u64,
+    ) -> (Vec<u64>, Vec<u64>) {
+        let period = Duration::from_millis(PERIOD_MS);
+        let h = Health::new();
+        let mut samples = PoolSamples::default();
+        let (mut pings, mut stalls) = (Vec::new(), Vec::new());
+        for t in 0..=wedge_at + 4 * PERIOD_MS {
+            if t % (PERIOD_MS / 4) == beat_phase {
+                for c in [Component::Acceptor, Component::Parker] {
+                    if c != wedged || t <= wedge_at {
+                        h.beat_at(c, t);
+                    }
+                }
+            }
+            // Jobs come every 10 ms, and one at the wedge: the request
+            // that finds every worker taken.
+            if t % 10 == 0 || t == wedge_at {
+                h.job_queued();
+                if wedged != Component::Pool || t < wedge_at {
+                    h.job_started();
+                }
+            }
+            if t % (PERIOD_MS / 2) == check_phase {
+                match h.check_at(&mut samples, period, t) {
+                    Ok(()) => pings.push(t),
+                    Err(stall) => {
+                        assert_eq!(stall.component, wedged, "at {t}: {stall}");
+                        stalls.push(t);
+                    }
+                }
+            }
+        }
+        (pings, stalls)
+    }
+
+    const PERIOD_MS: u64 = 200;
+
+    /// What the deploy tests check on the real binary, here exactly and
+    /// for every phase of beats, checks and wedge: pings while healthy,
+    /// none from at most one and a half periods after a wedge on, and none
+    /// again. A stale beat is a period old at the latest check before, and
+    /// the pool's stuck job is in the sample taken at the first check after
+    /// the wedge, which is judged a period later; the next check, at most
+    /// half a period on, sees either.
+    #[test]
+    fn pings_stop_within_one_and_a_half_periods_of_a_wedge_and_stay_stopped() {
+        for wedged in [Component::Acceptor, Component::Parker, Component::Pool] {
+            for beat_phase in (0..PERIOD_MS / 4).step_by(7) {
+                for check_phase in (0..PERIOD_MS / 2).step_by(9) {
+                    for wedge_at in (1000..1000 + PERIOD_MS).step_by(13) {
+                        let case = format!(
+                            "{wedged} wedged at {wedge_at}, beats at {beat_phase}, checks at {check_phase}"
+                        );
+                        let (pings, stalls) = simulate(wedged, wedge_at, beat_phase, check_phase);
+                        let Some(&stopped) = stalls.first() else {
+                            panic!("{case}: pings never stopped")
+                        };
+                        assert!(stopped > wedge_at, "{case}: a stall at {stopped} before");
+                        assert!(
+                            stopped <= wedge_at + PERIOD_MS * 3 / 2,
+                            "{case}: pings stopped only at {stopped}"
+                        );
+                        assert!(
+                            pings.last() < Some(&stopped),
+                            "{case}: pings came back after {stopped}: {pings:?}"
+                        );
+                        // Every check before the wedge passed: no false alarm.
+                        let checks = (check_phase..wedge_at).step_by(PERIOD_MS as usize / 2);
+                        let healthy = pings.iter().filter(|&&t| t < wedge_at).count();
+                        assert_eq!(healthy, checks.count(), "{case}: {pings:?}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn check_records_samples() {
         let h = Health::new();
@@ -650,6 +761,8 @@ mod tests {
         let path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&path);
         let rx = UnixDatagram::bind(&path).unwrap();
+        // A lost message fails the test instead of hanging it.
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let n = Notifier::to(path.as_os_str()).unwrap();
         n.ready("serving\nnow");
         let mut buf = [0u8; 256];
@@ -659,6 +772,7 @@ mod tests {
 
         let name = format!("corral-notify-test-{}", std::process::id());
         let rx = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let n = Notifier::to(OsStr::new(&format!("@{name}"))).unwrap();
         n.extend_timeout(Duration::from_secs(5));
         let len = rx.recv(&mut buf).unwrap();

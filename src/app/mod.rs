@@ -1,12 +1,17 @@
-//! The built-in application: the array service and a few plain routes.
-//! A request in, a response out, via the cache. No sockets, no threads.
+//! The built-in application, the product on top of the library: the array
+//! service and a few plain routes here, the computations and encodings in
+//! [`arrays`], the operator's endpoints in [`admin`]. A request in, a
+//! response out, via the cache. No sockets, no threads.
 //!
 //! Each array is cached twice over: its elements once, as raw little-endian
 //! bytes (which is also what `format=raw` serves), and each encoding of it
 //! under its own key, computed from the raw entry. Asking for another format
 //! of an array already computed costs an encoding, not the computation.
 
-use crate::arrays::{self, Array, Format, Mandelbrot};
+pub mod admin;
+pub mod arrays;
+
+use self::arrays::{Array, Format, Mandelbrot};
 use crate::cached::{error_response, respond, CachedBody, Freshness, ResponseCache};
 use crate::config::Config;
 use crate::http::{Request, Response};
