@@ -77,6 +77,7 @@ pub mod cache;
 pub mod cached;
 pub mod config;
 pub mod conn;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
