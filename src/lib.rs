@@ -107,11 +107,15 @@ pub mod notify;
 // endpoints (`app::arrays`, `app::admin`). Request in, response out.
 pub mod app;
 
+// The fuzz harness: compiled for tests and the fuzz targets only, never
+// into the shipped library.
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+
 // Crate-private: how the modules that catch panics describe them and lock
 // past them.
 mod unwind;
 
-pub use http::{Body, Request, Response};
+pub use http::{Body, Reply, Request, Response};
 pub use router::{Handler, Router};

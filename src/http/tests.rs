@@ -4,10 +4,12 @@
 //! Every case runs three ways that must agree: the whole input in one read,
 //! one byte per read, and with a pipelined request appended (which must be
 //! delivered too if the connection persists, and must change nothing if it
-//! does not). The driver also checks the progress rule after every poll.
+//! does not). The driver is the fuzz targets' own (`crate::fuzzing::driver`),
+//! so both check the progress rule after every poll.
 //! Limits are tiny so that limit cases stay short.
 
 use super::*;
+use crate::fuzzing::driver::{drive, Ev, Got, Plain, Policy, Run};
 
 const LIMITS: Limits = Limits {
     max_head_bytes: 256,
@@ -18,27 +20,8 @@ const LIMITS: Limits = Limits {
 /// Appended to every case in the third run.
 const NEXT: &str = "GET /next HTTP/1.1\r\nHost: x\r\n\r\n";
 
-/// A delivered request, reduced to what the tables compare.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Got {
-    method: String,
-    target: String,
-    version: Version,
-    body: Vec<u8>,
-    keep_alive: bool,
-}
-
+// Builders for the tables' expectations.
 impl Got {
-    fn of(req: &Request) -> Got {
-        Got {
-            method: req.method().to_owned(),
-            target: req.target().to_owned(),
-            version: req.version(),
-            body: req.body().to_vec(),
-            keep_alive: req.head().keep_alive,
-        }
-    }
-
     fn body(mut self, body: &str) -> Got {
         self.body = body.into();
         self
@@ -70,15 +53,6 @@ fn req(method: &str, target: &str) -> Got {
 
 fn get(target: &str) -> Got {
     req("GET", target)
-}
-
-/// What the driver saw, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Ev {
-    Continue,
-    Req(Got),
-    Err(u16),
-    Closed,
 }
 
 struct Case {
@@ -113,135 +87,21 @@ fn bad_after(name: &'static str, input: impl AsRef<[u8]>, want: Vec<Got>, status
     }
 }
 
-/// What one run of the driver saw and wrote.
-#[derive(Default)]
-struct Run {
-    events: Vec<Ev>,
-    requests: Vec<Request>,
-    /// Each response head written, request or error, in order.
-    heads: Vec<String>,
-    outcomes: Vec<HeadOutcome>,
-    /// Bytes received but not consumed when the input ran out.
-    buffered: usize,
-}
+/// Refuses every body announced with `100-continue`.
+struct RejectBodies;
 
-impl Run {
-    /// The events without `Continue`, which depends on how the input was
-    /// split (it is sent only while the body is still missing).
-    fn verdict(&self) -> Vec<Ev> {
-        self.events
-            .iter()
-            .filter(|e| **e != Ev::Continue)
-            .cloned()
-            .collect()
+impl Policy for RejectBodies {
+    fn wants_body(&mut self, _head: &Head) -> bool {
+        false
     }
-
-    fn closed(&self) -> bool {
-        self.events.last() == Some(&Ev::Closed)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OnContinue {
-    Accept,
-    Reject,
-}
-
-/// Feeds `chunks` one read each, polling until `NeedMore` after each, and
-/// answers every request with a small 200 and every error with its error
-/// response, as the connection loop does. Bytes keep arriving after
-/// `Closed`, to show that nothing more is delivered.
-fn drive(chunks: &[&[u8]], on_continue: OnContinue) -> Run {
-    let mut conn = Conn::new(LIMITS, None);
-    let mut run = Run::default();
-    for chunk in chunks {
-        let n = conn
-            .read_with(|buf| {
-                let n = chunk.len().min(buf.len());
-                buf[..n].copy_from_slice(&chunk[..n]);
-                Ok::<usize, ()>(n)
-            })
-            .unwrap();
-        assert_eq!(n, chunk.len(), "receive buffer full");
-        pump(&mut conn, &mut run, on_continue);
-    }
-    run.buffered = conn.buffered();
-    run
 }
 
 fn whole(input: &[u8]) -> Run {
-    drive(&[input], OnContinue::Accept)
+    drive(LIMITS, &[input], &mut Plain)
 }
 
 fn bytewise(input: &[u8]) -> Run {
-    drive(&input.chunks(1).collect::<Vec<_>>(), OnContinue::Accept)
-}
-
-fn pump(conn: &mut Conn, run: &mut Run, on_continue: OnContinue) {
-    // Each event consumes bytes or moves the state on, and `Closed` ends the
-    // loop, so a few polls per buffered byte is a generous bound.
-    for _ in 0..4 * (conn.buffered() + 4) {
-        let event = conn.poll();
-        if !matches!(event, Event::NeedMore | Event::Closed) {
-            assert!(!run.closed(), "{event:?} after Closed");
-        }
-        match event {
-            Event::NeedMore => {
-                // The progress rule: asking for more is only allowed while
-                // the buffer is under its limit, and a body decoder takes
-                // every byte it is given before asking.
-                match conn.phase() {
-                    Phase::Idle | Phase::Head => assert!(
-                        conn.buffered() <= LIMITS.max_head_bytes,
-                        "NeedMore with {} bytes of head buffered",
-                        conn.buffered()
-                    ),
-                    Phase::Body => assert_eq!(conn.buffered(), 0, "body bytes left unread"),
-                    phase => panic!("NeedMore in phase {phase:?}"),
-                }
-                return;
-            }
-            Event::Continue => {
-                run.events.push(Ev::Continue);
-                assert_eq!(conn.phase(), Phase::Body);
-                assert!(conn.pending_head().is_some());
-                match on_continue {
-                    OnContinue::Accept => conn.accept_body(),
-                    OnContinue::Reject => {
-                        let req = conn.reject_body().expect("a request awaits its body");
-                        respond(conn, run, req);
-                    }
-                }
-            }
-            Event::Request(req) => respond(conn, run, req),
-            Event::Error(e) => {
-                run.events.push(Ev::Err(e.status()));
-                write(conn, run, &Conn::error_response(&e));
-            }
-            Event::Closed => {
-                assert_eq!(conn.phase(), Phase::Closed);
-                if !run.closed() {
-                    run.events.push(Ev::Closed);
-                }
-                return;
-            }
-        }
-    }
-    panic!("poll keeps returning events without progress");
-}
-
-fn respond(conn: &mut Conn, run: &mut Run, req: Request) {
-    assert_eq!(conn.phase(), Phase::Response);
-    run.events.push(Ev::Req(Got::of(&req)));
-    run.requests.push(req);
-    write(conn, run, &Response::text(200, "ok"));
-}
-
-fn write(conn: &mut Conn, run: &mut Run, resp: &Response) {
-    let mut out = Vec::new();
-    run.outcomes.push(conn.write_head(resp, false, &mut out));
-    run.heads.push(String::from_utf8(out).unwrap());
-    conn.response_sent();
+    drive(LIMITS, &input.chunks(1).collect::<Vec<_>>(), &mut Plain)
 }
 
 /// Runs each case whole, one byte at a time, and with [`NEXT`] appended
@@ -816,7 +676,7 @@ fn leading_empty_lines() {
         ),
     ]);
     let split: &[&[u8]] = &[b"\r", b"\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"];
-    assert_eq!(drive(split, OnContinue::Accept).events, [Ev::Req(get("/"))]);
+    assert_eq!(drive(LIMITS, split, &mut Plain).events, [Ev::Req(get("/"))]);
 }
 
 const EXPECT_CL: &str =
@@ -875,19 +735,21 @@ fn continue_only_while_the_body_is_missing() {
         std::slice::from_ref(&request)
     );
     // Head first, then the body.
-    let run = drive(&[EXPECT_CL.as_bytes(), b"hello"], OnContinue::Accept);
+    let run = drive(LIMITS, &[EXPECT_CL.as_bytes(), b"hello"], &mut Plain);
     assert_eq!(run.events, [Ev::Continue, request.clone()]);
     // Part of the body with the head: still incomplete, so Continue, once.
     let run = drive(
+        LIMITS,
         &[format!("{EXPECT_CL}he").as_bytes(), b"l", b"lo"],
-        OnContinue::Accept,
+        &mut Plain,
     );
     assert_eq!(run.events, [Ev::Continue, request.clone()]);
     assert_eq!(bytewise(full.as_bytes()).events, [Ev::Continue, request]);
     // Chunked, likewise.
     let run = drive(
+        LIMITS,
         &[EXPECT_CHUNKED.as_bytes(), b"2\r\nhi\r\n0\r\n\r\n"],
-        OnContinue::Accept,
+        &mut Plain,
     );
     assert_eq!(run.events, [Ev::Continue, Ev::Req(post("hi"))]);
     // Without Expect, or on HTTP/1.0, or with no body: never.
@@ -909,7 +771,7 @@ fn continue_only_while_the_body_is_missing() {
 #[test]
 fn reject_body_answers_and_closes() {
     let body_later: &[&[u8]] = &[EXPECT_CL.as_bytes(), b"hello", NEXT.as_bytes()];
-    let run = drive(body_later, OnContinue::Reject);
+    let run = drive(LIMITS, body_later, &mut RejectBodies);
     assert_eq!(
         run.events,
         [Ev::Continue, Ev::Req(post("")), Ev::Closed],
