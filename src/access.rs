@@ -64,7 +64,7 @@ impl AccessLog {
 
     /// Reopens the file (after logrotate moved it); a no-op for stderr.
     pub fn reopen(&self) -> io::Result<()> {
-        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sink = crate::unwind::lock(&self.sink);
         if let Sink::File(path, file) = &mut *sink {
             *file = open_append(path)?;
         }
@@ -75,7 +75,7 @@ impl AccessLog {
     /// stop a response.
     pub fn record(&self, r: &Record<'_>) {
         let line = format_line(r);
-        let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+        let mut sink = crate::unwind::lock(&self.sink);
         let _ = match &mut *sink {
             Sink::Stderr => io::stderr().write_all(line.as_bytes()),
             Sink::File(_, f) => f.write_all(line.as_bytes()),

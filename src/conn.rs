@@ -525,15 +525,11 @@ fn respond<T: Transport, C: Clock>(
             Some(resp) => resp,
             None if ctx.metrics.requests_waiting.load(Ordering::Relaxed) >= ctx.max_waiting => {
                 Metrics::inc(&ctx.metrics.waits_refused);
-                log::debug!(
-                    "{}: {} requests wait already; {} {} answered 503",
-                    peer_text(&req.peer_addr()),
-                    ctx.max_waiting,
-                    req.method(),
-                    req.target()
+                note(
+                    &req,
+                    format_args!("refused: {} wait already", ctx.max_waiting),
                 );
-                Response::error(503, "too many requests are waiting (retry later)")
-                    .with_header("Retry-After", RETRY_AFTER_SECS)
+                unavailable("too many requests are waiting (retry later)")
             }
             None => {
                 // The body has served the handler; the access line and the
@@ -556,6 +552,22 @@ fn respond<T: Transport, C: Clock>(
 /// answer being computed is usually stored by then.
 const RETRY_AFTER_SECS: &str = "1";
 
+/// A 503 for a request that could not wait, or not wait longer.
+fn unavailable(detail: &str) -> Response {
+    Response::error(503, detail).with_header("Retry-After", RETRY_AFTER_SECS)
+}
+
+/// Logs what became of a request that waited (or wanted to) for its
+/// answer. At debug: the client or the clock decided, not the operator.
+fn note(req: &Request, what: std::fmt::Arguments<'_>) {
+    log::debug!(
+        "{}: {} {}: {what}",
+        peer_text(&req.peer_addr()),
+        req.method(),
+        req.target()
+    );
+}
+
 /// Writes the answer to a request that waited for it, or a 503 if its
 /// deadline passed first. Returns whether the connection persists, or
 /// `None` if the client left while waiting (the parker saw it hang up).
@@ -568,24 +580,13 @@ fn resume<T: Transport, C: Clock>(
         Some(resp) => resp,
         None if ctx.clock.now() >= w.started + ctx.timeouts.wait => {
             Metrics::inc(&ctx.metrics.waits_timed_out);
-            log::debug!(
-                "{}: {} {} waited {:?} for its answer; answered 503",
-                peer_text(&w.req.peer_addr()),
-                w.req.method(),
-                w.req.target(),
-                ctx.timeouts.wait
-            );
-            Response::error(503, "timed out waiting for the answer (retry later)")
-                .with_header("Retry-After", RETRY_AFTER_SECS)
+            let waited = ctx.timeouts.wait;
+            note(&w.req, format_args!("no answer within {waited:?}; 503"));
+            unavailable("timed out waiting for the answer (retry later)")
         }
         None => {
             Metrics::inc(&ctx.metrics.waiters_left);
-            log::debug!(
-                "{}: client left while {} {} waited for its answer",
-                peer_text(&w.req.peer_addr()),
-                w.req.method(),
-                w.req.target()
-            );
+            note(&w.req, format_args!("the client left while it waited"));
             return None;
         }
     };
@@ -598,15 +599,11 @@ fn resume<T: Transport, C: Clock>(
 pub fn give_up<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) {
     let Some(w) = c.waiting.take() else { return };
     Metrics::inc(&ctx.metrics.waits_timed_out);
-    log::debug!(
-        "{}: shutting down before {} {} had its answer; answered 503",
-        peer_text(&w.req.peer_addr()),
-        w.req.method(),
-        w.req.target()
+    note(
+        &w.req,
+        format_args!("no answer before the drain ended; 503"),
     );
-    let resp = Response::error(503, "the server is shutting down (retry later)")
-        .with_header("Retry-After", RETRY_AFTER_SECS)
-        .with_close();
+    let resp = unavailable("the server is shutting down (retry later)").with_close();
     send(c, ctx, &w.req, resp, w.started, w.unix_time);
     c.io.close();
 }
