@@ -154,6 +154,7 @@
 //! `counters` ([`Stats`] and the striped hit counter) and `tests`.
 
 mod counters;
+mod lane;
 mod map;
 mod permits;
 mod sieve;
@@ -171,6 +172,7 @@ use std::thread;
 use std::time::Duration;
 
 pub use counters::Stats;
+pub use lane::{Job, Lane};
 
 use crate::unwind::{read, write};
 use counters::{Counters, Striped};

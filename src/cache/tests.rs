@@ -704,3 +704,75 @@ fn jitter_spans_a_quarter_either_way() {
     assert!(jitter(Duration::MAX, 0) >= Duration::MAX / 4 * 3);
     assert!(jitter(Duration::MAX, 1024) >= Duration::MAX / 4 * 3);
 }
+
+fn thread_name() -> String {
+    thread::current().name().unwrap_or("").to_owned()
+}
+
+#[test]
+fn lane_runs_in_order_refuses_past_its_bound_and_reports_gauges() {
+    let lane = Lane::new(1, 2);
+    let (started_tx, started) = mpsc::channel();
+    let (release, held) = mpsc::channel::<()>();
+    let (ran_tx, ran) = mpsc::channel();
+    let blocker = move || {
+        started_tx.send(thread_name()).unwrap();
+        held.recv_timeout(HANG).unwrap();
+    };
+    assert!(lane.try_spawn(blocker).is_ok());
+    // Counted busy before the job is called, so this is exact.
+    assert_eq!(started.recv_timeout(HANG).unwrap(), "corral-compute");
+    assert_eq!((lane.busy(), lane.queued()), (1, 0));
+    for i in 0..2 {
+        let ran_tx = ran_tx.clone();
+        assert!(lane.try_spawn(move || ran_tx.send(i).unwrap()).is_ok());
+    }
+    assert_eq!((lane.busy(), lane.queued()), (1, 2));
+    // The thread is busy and two wait: the third is given back unrun.
+    let refused = lane.try_spawn(move || ran_tx.send(2).unwrap());
+    let Err(job) = refused else {
+        panic!("a job past the bound was queued")
+    };
+    assert_eq!((lane.jobs_refused(), lane.queued()), (1, 2));
+    job();
+    assert_eq!(ran.try_recv(), Ok(2), "the refused job comes back whole");
+    release.send(()).unwrap();
+    let order: Vec<i32> = (0..2).map(|_| ran.recv_timeout(HANG).unwrap()).collect();
+    assert_eq!(order, [0, 1]);
+    wait_until("the lane is idle", || {
+        lane.busy() == 0 && lane.jobs_run() == 3
+    });
+    assert_eq!((lane.queued(), lane.jobs_refused()), (0, 1));
+}
+
+#[test]
+fn lane_thread_survives_a_panicking_job() {
+    let lane = Lane::new(1, 4);
+    assert!(lane.try_spawn(|| panic!("a job fell over")).is_ok());
+    let (tx, rx) = mpsc::channel();
+    assert!(lane
+        .try_spawn(move || tx.send(thread_name()).unwrap())
+        .is_ok());
+    // One thread, so the job after the panic ran on the same one.
+    assert_eq!(rx.recv_timeout(HANG).unwrap(), "corral-compute");
+    wait_until("both counted", || lane.jobs_run() == 2);
+}
+
+#[test]
+fn lane_dropped_still_runs_what_it_queued() {
+    let lane = Lane::new(1, 4);
+    let (release, held) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel();
+    let (started_tx, started) = mpsc::channel();
+    assert!(lane
+        .try_spawn(move || {
+            started_tx.send(()).unwrap();
+            held.recv_timeout(HANG).unwrap();
+        })
+        .is_ok());
+    started.recv_timeout(HANG).unwrap();
+    assert!(lane.try_spawn(move || tx.send("ran").unwrap()).is_ok());
+    drop(lane);
+    release.send(()).unwrap();
+    assert_eq!(rx.recv_timeout(HANG), Ok("ran"));
+}
