@@ -302,6 +302,8 @@ impl Config {
             wait_timeout: self.cache_wait_timeout,
             error_ttl: self.cache_error_ttl,
             compute_concurrency: self.compute_concurrency,
+            // Not an option yet (`--compute-queue`): the default until then.
+            max_queued: CacheConfig::default().max_queued,
         }
     }
 
