@@ -24,9 +24,10 @@ fn main() -> std::io::Result<()> {
             Some(Ok(n)) if n <= 50_000_000 => n,
             _ => return Response::error(400, "n must be a whole number up to 50000000"),
         };
-        // Concurrent misses of this key run the closure once; the others
-        // wait for it. The key is the canonical form of the parameters.
-        cached::serve(&cache, req, &format!("squares?n={n}"), || {
+        // Concurrent misses of this key run the closure once, on the
+        // cache's compute lane; the others wait for it, parked, holding no
+        // worker. The key is the canonical form of the parameters.
+        cached::serve(&cache, req, &format!("squares?n={n}"), move || {
             let bytes: Vec<u8> = (0..n).flat_map(|i| (i * i).to_le_bytes()).collect();
             Ok::<_, String>(CachedBody::new(bytes, "application/octet-stream"))
         })

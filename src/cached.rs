@@ -14,6 +14,7 @@
 //! - `Cache-Control`, `Age` (seconds since the value was computed), and
 //!   `X-Cache: hit|miss|coalesced|stale`.
 
+use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::Hasher;
 use std::ops::Range;
@@ -167,42 +168,99 @@ pub fn respond(
     outcome: LookupOutcome,
     fresh: &Freshness,
 ) -> Response {
-    let mut resp = Response::new(200);
-    resp.add_header("ETag", body.etag());
-    resp.add_header(
-        "Cache-Control",
-        &format!("public, max-age={}", fresh.max_age.as_secs()),
-    );
-    resp.add_header("Age", &body.age().as_secs().to_string());
-    resp.add_header("X-Cache", outcome_name(outcome));
-    let get_or_head = matches!(req.method(), "GET" | "HEAD");
-    if get_or_head && none_match(req.header("if-none-match"), body.etag()) {
-        return resp.with_status(304);
-    }
-    resp.add_header("Content-Type", body.content_type());
-    for (n, v) in body.headers.iter() {
-        resp.add_header(n, v);
-    }
-    resp.add_header("Accept-Ranges", "bytes");
-    let len = body.bytes.len();
-    let range = match req.header("range") {
-        Some(r) if req.method() == "GET" && if_range_holds(req, body) => parse_range(r, len),
-        _ => RangeSpec::Whole,
-    };
-    match range {
-        RangeSpec::Whole => resp.with_body(Body::Shared(body.bytes.clone())),
-        RangeSpec::Part(r) => {
-            resp.add_header(
-                "Content-Range",
-                &format!("bytes {}-{}/{len}", r.start, r.end - 1),
-            );
-            resp.with_status(206)
-                .with_body(Body::SharedRange(body.bytes.clone(), r))
+    Conditions::of(req).respond(body, outcome, fresh)
+}
+
+/// What a request asks of a cached body beyond the body itself: the method
+/// and the headers that pick 304, 206 or 416. Borrowed from the request to
+/// answer at once; [`Conditions::into_owned`] keeps them for an answer that
+/// comes after the handler has returned, which copies them (so only a
+/// request that is not a hit pays for the copy).
+#[derive(Clone, Debug)]
+pub struct Conditions<'a> {
+    get: bool,
+    head: bool,
+    if_none_match: Option<Cow<'a, str>>,
+    range: Option<Cow<'a, str>>,
+    if_range: Option<Cow<'a, str>>,
+}
+
+impl<'a> Conditions<'a> {
+    /// The conditions of `req`, borrowed from it.
+    pub fn of(req: &'a Request) -> Conditions<'a> {
+        Conditions {
+            get: req.method() == "GET",
+            head: req.method() == "HEAD",
+            if_none_match: req.header("if-none-match").map(Cow::Borrowed),
+            range: req.header("range").map(Cow::Borrowed),
+            if_range: req.header("if-range").map(Cow::Borrowed),
         }
-        RangeSpec::Unsatisfiable => {
-            let mut r = Response::error(416, "the range is outside the representation");
-            r.add_header("Content-Range", &format!("bytes */{len}"));
-            r
+    }
+
+    /// The same conditions, owning their text.
+    pub fn into_owned(self) -> Conditions<'static> {
+        let own = |h: Option<Cow<'a, str>>| h.map(|h| Cow::Owned(h.into_owned()));
+        Conditions {
+            get: self.get,
+            head: self.head,
+            if_none_match: own(self.if_none_match),
+            range: own(self.range),
+            if_range: own(self.if_range),
+        }
+    }
+
+    /// Serves `body` under these conditions, as [`respond`] does.
+    pub fn respond(
+        &self,
+        body: &CachedBody,
+        outcome: LookupOutcome,
+        fresh: &Freshness,
+    ) -> Response {
+        let mut resp = Response::new(200);
+        resp.add_header("ETag", body.etag());
+        resp.add_header(
+            "Cache-Control",
+            &format!("public, max-age={}", fresh.max_age.as_secs()),
+        );
+        resp.add_header("Age", &body.age().as_secs().to_string());
+        resp.add_header("X-Cache", outcome_name(outcome));
+        if (self.get || self.head) && none_match(self.if_none_match.as_deref(), body.etag()) {
+            return resp.with_status(304);
+        }
+        resp.add_header("Content-Type", body.content_type());
+        for (n, v) in body.headers.iter() {
+            resp.add_header(n, v);
+        }
+        resp.add_header("Accept-Ranges", "bytes");
+        let len = body.bytes.len();
+        let range = match self.range.as_deref() {
+            Some(r) if self.get && self.if_range_holds(body) => parse_range(r, len),
+            _ => RangeSpec::Whole,
+        };
+        match range {
+            RangeSpec::Whole => resp.with_body(Body::Shared(body.bytes.clone())),
+            RangeSpec::Part(r) => {
+                resp.add_header(
+                    "Content-Range",
+                    &format!("bytes {}-{}/{len}", r.start, r.end - 1),
+                );
+                resp.with_status(206)
+                    .with_body(Body::SharedRange(body.bytes.clone(), r))
+            }
+            RangeSpec::Unsatisfiable => {
+                let mut r = Response::error(416, "the range is outside the representation");
+                r.add_header("Content-Range", &format!("bytes */{len}"));
+                r
+            }
+        }
+    }
+
+    /// RFC 9110 §13.1.5: a Range with an `If-Range` that does not match
+    /// (strongly) is ignored, and the whole representation is sent.
+    fn if_range_holds(&self, body: &CachedBody) -> bool {
+        match self.if_range.as_deref() {
+            None => true,
+            Some(v) => v.trim() == body.etag(),
         }
     }
 }
@@ -218,15 +276,6 @@ fn none_match(header: Option<&str>, etag: &str) -> bool {
     h.split(',')
         .map(|t| t.trim().trim_start_matches("W/"))
         .any(|t| t == ours)
-}
-
-/// RFC 9110 §13.1.5: a Range with an `If-Range` that does not match
-/// (strongly) is ignored, and the whole representation is sent.
-fn if_range_holds(req: &Request, body: &CachedBody) -> bool {
-    match req.header("if-range") {
-        None => true,
-        Some(v) => v.trim() == body.etag(),
-    }
 }
 
 /// What a `Range` header asks for.
@@ -291,21 +340,172 @@ pub fn parse_range(header: &str, len: usize) -> RangeSpec {
 
 /// Looks `key` up in `cache`, computing it with `compute` on a miss, and
 /// serves it for `req`: the whole pattern of a cached handler in one call.
-pub fn serve<E: std::fmt::Display>(
-    cache: &ResponseCache,
-    req: &Request,
-    key: &str,
-    compute: impl FnOnce() -> Result<CachedBody, E>,
-) -> Response {
-    match cache.get_or_compute(&key.to_owned(), compute) {
-        Ok(found) => respond(req, &found.value, found.outcome, &Freshness::default()),
-        Err(e) => error_response(&e, cache.config().error_ttl),
+///
+/// It holds no worker while a value is computed. A fresh hit is answered at
+/// once, for what a lookup under a read lock and the response's headers
+/// cost. Anything else returns a [`Response::later`] placeholder and
+/// answers through it when the outcome is known: the computation runs on
+/// the cache's compute lane (or is joined, if the key is already being
+/// computed), and the request is parked meanwhile. The miss path costs the
+/// request's conditions copied ([`Conditions::into_owned`]), the key, and
+/// a few boxes. Errors map as [`error_response`] says: a full compute queue
+/// is a 503, like a computation that failed.
+///
+/// A handler that computes inline instead, with the blocking
+/// [`Cache::get_or_compute`], holds its worker for the whole computation,
+/// and every request coalescing on it holds one too: a few slow keys can
+/// take every worker, and hits queue behind them.
+pub fn serve<E, F>(cache: &ResponseCache, req: &Request, key: &str, compute: F) -> Response
+where
+    E: std::fmt::Display,
+    F: FnOnce() -> Result<CachedBody, E> + Send + 'static,
+{
+    let fresh = Freshness::default();
+    if let Some(body) = cache.get(key) {
+        return respond(req, &body, LookupOutcome::Hit, &fresh);
     }
+    let conditions = Conditions::of(req).into_owned();
+    let retry_after = cache.config().error_ttl;
+    let (placeholder, reply) = Response::later();
+    cache.get_or_submit(
+        &key.to_owned(),
+        move || compute().map(|body| (body, None)),
+        move |found| {
+            reply.send(match found {
+                Ok(found) => conditions.respond(&found.value, found.outcome, &fresh),
+                Err(e) => error_response(&e, retry_after),
+            })
+        },
+    );
+    placeholder
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::{Framing, Head, Headers, Version};
+    use std::sync::mpsc;
+
+    /// How long a test waits for an answer before calling it a hang.
+    const HANG: Duration = Duration::from_secs(5);
+
+    fn get(target: &str, headers: &[(&str, &str)]) -> Request {
+        let mut h = Headers::new();
+        for (name, value) in headers {
+            h.push(name, value.as_bytes());
+        }
+        let head = Head {
+            method: "GET".into(),
+            target: target.into(),
+            version: Version::Http11,
+            headers: h,
+            framing: Framing::None,
+            keep_alive: true,
+            expect_continue: false,
+        };
+        Request::new(head, Vec::new(), None)
+    }
+
+    fn test_cache() -> ResponseCache {
+        new_cache(CacheConfig {
+            wait_timeout: Duration::from_secs(60),
+            error_ttl: Duration::from_secs(60),
+            compute_concurrency: 2,
+            ..CacheConfig::default()
+        })
+    }
+
+    /// What the server will do with a placeholder: wait for its reply.
+    /// A response that is already whole is returned as it is.
+    fn answer(mut resp: Response) -> Response {
+        let Some(later) = resp.take_later() else {
+            return resp;
+        };
+        let (tx, rx) = mpsc::channel();
+        later.on_ready(Box::new(move || tx.send(()).unwrap()));
+        rx.recv_timeout(HANG).expect("no reply");
+        later.take().expect("woken without a reply")
+    }
+
+    fn body_text(resp: &Response) -> &[u8] {
+        resp.body().as_slice().unwrap_or_default()
+    }
+
+    #[test]
+    fn serve_answers_a_miss_later_and_a_hit_at_once() {
+        let cache = test_cache();
+        let req = get("/k", &[]);
+        let first = serve(&cache, &req, "k", || {
+            Ok::<_, String>(CachedBody::new(&b"value"[..], "text/plain"))
+        });
+        assert!(first.is_later(), "a miss holds no worker");
+        let first = answer(first);
+        assert_eq!(
+            (first.status(), first.header("x-cache")),
+            (200, Some("miss"))
+        );
+        assert_eq!(body_text(&first), b"value");
+        let hit = serve(&cache, &req, "k", || -> Result<CachedBody, String> {
+            panic!("a hit computed")
+        });
+        assert!(!hit.is_later(), "a hit is answered at once");
+        assert_eq!((hit.status(), hit.header("x-cache")), (200, Some("hit")));
+        assert_eq!(hit.header("etag"), first.header("etag"));
+    }
+
+    #[test]
+    fn an_answer_given_later_honours_the_requests_conditions() {
+        let cache = test_cache();
+        let body = || CachedBody::new(&b"0123456789"[..], "text/plain");
+        let etag = body().etag().to_owned();
+        // The headers are read after the handler has returned and the
+        // request is gone.
+        let ranged = {
+            let req = get("/r", &[("range", "bytes=2-4"), ("if-range", &etag)]);
+            serve(&cache, &req, "r", move || Ok::<_, String>(body()))
+        };
+        let ranged = answer(ranged);
+        assert_eq!(
+            (ranged.status(), ranged.header("content-range")),
+            (206, Some("bytes 2-4/10"))
+        );
+        assert_eq!(body_text(&ranged), b"234");
+        let cache = test_cache();
+        let unchanged = {
+            let req = get("/r", &[("if-none-match", &etag)]);
+            serve(&cache, &req, "r", move || Ok::<_, String>(body()))
+        };
+        assert_eq!(answer(unchanged).status(), 304);
+    }
+
+    #[test]
+    fn failures_answer_503_with_retry_after_and_a_cycle_500() {
+        let cache = test_cache();
+        let req = get("/f", &[]);
+        let failed = answer(serve(&cache, &req, "f", || Err::<CachedBody, _>("no data")));
+        assert_eq!(
+            (failed.status(), failed.header("retry-after")),
+            (503, Some("60"))
+        );
+        // Remembered: answered through the placeholder all the same.
+        let again = answer(serve(
+            &cache,
+            &req,
+            "f",
+            || -> Result<CachedBody, String> { panic!("recomputed") },
+        ));
+        assert_eq!(again.status(), 503);
+        let inner = cache.clone();
+        let cycle = answer(serve(&cache, &req, "loop", move || {
+            inner
+                .get_or_compute(&"loop".to_owned(), || {
+                    Ok::<_, String>(CachedBody::new(&b""[..], "x/y"))
+                })
+                .map(|found| found.value)
+                .map_err(|e| e.to_string())
+        }));
+        assert_eq!((cycle.status(), cycle.header("retry-after")), (500, None));
+    }
 
     #[test]
     fn ranges() {

@@ -240,14 +240,19 @@ fn hangup(log: Option<&AccessLog>, file: Option<&PathBuf>, status: &str) {
 /// The one-line summary for `STATUS=` and SIGHUP.
 fn status_line(m: &Metrics, cache: &ResponseCache, workers: usize) -> String {
     let cached = cache.stats();
+    let lane = cache.lane();
     format!(
         "{} requests; {} connections open ({} parked, {} queued); {}/{workers} workers busy; \
-         cache {} entries, {:.1}MiB",
+         {} waiting; compute {}/{} busy, {} queued; cache {} entries, {:.1}MiB",
         m.requests.load(Relaxed),
         m.connections_open.load(Relaxed),
         m.connections_parked.load(Relaxed),
         m.connections_queued.load(Relaxed),
         m.workers_busy.load(Relaxed),
+        m.requests_waiting.load(Relaxed),
+        lane.busy(),
+        lane.threads(),
+        lane.queued(),
         cached.entries,
         cached.bytes as f64 / f64::from(1 << 20),
     )

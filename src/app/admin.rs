@@ -117,6 +117,49 @@ pub fn prometheus(s: &AdminState) -> String {
         "Byte budget of the cache.",
     );
     let _ = writeln!(out, "corral_cache_max_bytes {}", s.cache.config().max_bytes);
+    let lane = s.cache.lane();
+    let lane_metrics = [
+        (
+            "corral_compute_threads",
+            "gauge",
+            "Threads of the compute lane.",
+            lane.threads() as u64,
+        ),
+        (
+            "corral_compute_busy",
+            "gauge",
+            "Compute-lane threads running a computation now.",
+            lane.busy() as u64,
+        ),
+        (
+            "corral_compute_queued",
+            "gauge",
+            "Computations waiting for a compute-lane thread now.",
+            lane.queued() as u64,
+        ),
+        (
+            "corral_compute_queue_max",
+            "gauge",
+            "Computations that may wait for a compute-lane thread.",
+            lane.max_queued() as u64,
+        ),
+        (
+            "corral_compute_jobs_total",
+            "counter",
+            "Jobs the compute lane has run.",
+            lane.jobs_run(),
+        ),
+        (
+            "corral_compute_refused_total",
+            "counter",
+            "Jobs refused because the compute queue was full.",
+            lane.jobs_refused(),
+        ),
+    ];
+    for (name, kind, help, value) in lane_metrics {
+        write_family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
     s.routes.render_prometheus(&mut out);
     out
 }
@@ -182,6 +225,16 @@ fn status_page(s: &AdminState) -> String {
         ("connections parked", get(&m.connections_parked).to_string()),
         ("connections queued", get(&m.connections_queued).to_string()),
         (
+            "requests waiting for an answer",
+            format!(
+                "{} ({} timed out, {} clients left, {} refused)",
+                get(&m.requests_waiting),
+                get(&m.waits_timed_out),
+                get(&m.waiters_left),
+                get(&m.waits_refused)
+            ),
+        ),
+        (
             "connections refused (503)",
             get(&m.connections_rejected).to_string(),
         ),
@@ -201,7 +254,17 @@ fn status_page(s: &AdminState) -> String {
                 stats.hits, stats.misses, stats.coalesced, stats.failures, stats.evictions
             ),
         ),
-        ("computations running", stats.in_flight.to_string()),
+        (
+            "compute lane",
+            format!(
+                "{} of {} threads busy, {} queued (at most {}), {} refused",
+                s.cache.lane().busy(),
+                s.cache.lane().threads(),
+                s.cache.lane().queued(),
+                s.cache.lane().max_queued(),
+                s.cache.lane().jobs_refused()
+            ),
+        ),
     ];
     for (k, v) in rows {
         let _ = write!(out, "<tr><th>{}</th><td>{}</td></tr>", html(k), html(&v));

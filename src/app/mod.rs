@@ -12,7 +12,7 @@ pub mod admin;
 pub mod arrays;
 
 use self::arrays::{Array, Format, Mandelbrot};
-use crate::cached::{error_response, respond, CachedBody, Freshness, ResponseCache};
+use crate::cached::{self, CachedBody, ResponseCache};
 use crate::config::Config;
 use crate::http::{Request, Response};
 use crate::router::Router;
@@ -159,35 +159,42 @@ fn mandelbrot(req: &Request, cache: &ResponseCache, limits: &AppLimits) -> Respo
 }
 
 /// Serves the array under `key` in `format`, computing the elements at most
-/// once whatever the format.
+/// once whatever the format. Holds no worker while computing: see
+/// [`cached::serve`].
 fn serve_array(
     req: &Request,
     cache: &ResponseCache,
     key: &str,
     format: Format,
-    compute: impl FnOnce() -> Array,
+    compute: impl FnOnce() -> Array + Send + 'static,
 ) -> Response {
-    // The raw entry: computed at most once, and the source of every other
-    // encoding of the same array.
-    let raw_lookup =
-        move || cache.get_or_compute(&key.to_owned(), || Ok::<_, String>(raw_entry(&compute())));
-    let found = if format == Format::Raw {
-        raw_lookup()
-    } else {
-        cache.get_or_compute(&format!("{key}&format={}", format.name()), || {
-            let raw = raw_lookup().map_err(|e| e.to_string())?;
-            let array = decode_raw(&raw.value).ok_or("cached array is damaged")?;
-            let bytes = arrays::encode(&array, format).ok_or("format does not fit the array")?;
-            Ok::<_, String>(with_array_headers(
-                CachedBody::new(bytes, format.content_type()),
-                &array,
-            ))
-        })
-    };
-    match found {
-        Ok(found) => respond(req, &found.value, found.outcome, &Freshness::default()),
-        Err(e) => error_response(&e, cache.config().error_ttl),
+    if format == Format::Raw {
+        return cached::serve(cache, req, key, move || {
+            Ok::<_, String>(raw_entry(&compute()))
+        });
     }
+    // On a compute-lane thread: the raw entry is computed at most once, and
+    // is the source of every other encoding of the same array. Looking it
+    // up blocks this lane thread only, and cannot deadlock the lane: a raw
+    // computation still queued is run here rather than waited for.
+    let (raw_cache, raw_key) = (cache.clone(), key.to_owned());
+    let encoded = move || {
+        let raw = raw_cache
+            .get_or_compute(&raw_key, || Ok::<_, String>(raw_entry(&compute())))
+            .map_err(|e| e.to_string())?;
+        let array = decode_raw(&raw.value).ok_or("cached array is damaged")?;
+        let bytes = arrays::encode(&array, format).ok_or("format does not fit the array")?;
+        Ok::<_, String>(with_array_headers(
+            CachedBody::new(bytes, format.content_type()),
+            &array,
+        ))
+    };
+    cached::serve(
+        cache,
+        req,
+        &format!("{key}&format={}", format.name()),
+        encoded,
+    )
 }
 
 /// The elements as little-endian `uint32`, with the dtype and shape in

@@ -36,9 +36,10 @@ macro_rules! counters {
 counters! {
     /// Lookups answered by a fresh stored value.
     hits,
-    /// Lookups that found nothing and led a computation.
+    /// Lookups that found nothing and led or queued a computation.
     misses,
-    /// Lookups that waited for another caller's computation.
+    /// Lookups that joined another caller's computation: waited for it,
+    /// subscribed to it, or ran it while it was still queued.
     coalesced,
     /// Computations run, refreshes included.
     computations,
@@ -46,7 +47,8 @@ counters! {
     failures,
     /// Waiters that gave up after `wait_timeout`.
     timeouts,
-    /// Leaders that got no compute permit within `wait_timeout`.
+    /// Computations refused: no compute permit came within
+    /// `wait_timeout`, or the compute lane's queue was full.
     busy,
     /// Entries evicted to keep within the budget.
     evictions,

@@ -1,7 +1,8 @@
 //! The map and its slots: what a lookup decides under the map lock, and
 //! how a leader computes its value, stores it or remembers its failure, and
-//! answers the key's waiters. The module doc of [`cache`](super) says what
-//! each step means for a caller, and which locks it takes.
+//! answers the key's waiters and subscribers. The module doc of
+//! [`cache`](super) says what each step means for a caller, and which locks
+//! it takes.
 
 use std::cell::{Cell, OnceCell};
 use std::collections::hash_map::RandomState;
@@ -15,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::counters::{Counters, Striped};
+use super::lane::Lane;
 use super::permits::Permits;
 use super::sieve::Sieve;
 use super::waits_for::{Claim, Edge, REFUSED};
@@ -33,10 +35,27 @@ pub(super) struct Inner<K, V, S> {
     pub(super) hasher: S,
     pub(super) map: RwLock<Map<K, V, S>>,
     pub(super) permits: Permits,
+    /// Where queued computations and refreshes run.
+    pub(super) lane: Lane,
     pub(super) stats: Counters,
     /// Hits, counted apart: every hit would otherwise write the same cache
     /// line from every core.
     pub(super) hits: Striped,
+}
+
+/// A computation waiting in its slot to be run, its error already turned
+/// into text (inside the `catch_unwind` it runs in).
+pub(super) type Queued<V> = Box<dyn FnOnce() -> Result<(V, Option<Duration>), String> + Send>;
+
+/// What a caller that does not block is called with, once, when the value
+/// or the error is there.
+pub(super) type Done<V> = Box<dyn FnOnce(Result<Lookup<V>, Error>) + Send>;
+
+/// Boxes `compute` to be stored in a slot.
+pub(super) fn queued<V, E: fmt::Display>(
+    compute: impl FnOnce() -> Result<(V, Option<Duration>), E> + Send + 'static,
+) -> Queued<V> {
+    Box::new(move || compute().map_err(|e| e.to_string()))
 }
 
 /// What a lookup does next, decided under the map lock and done after it is
@@ -63,8 +82,17 @@ where
 {
     /// Decides what a lookup does: under the read lock if that settles it
     /// (a hit must not take the write lock), else under the write lock,
-    /// where a lookup that finds nothing puts in a slot and leads.
-    pub(super) fn step(&self, key: &K, swr: bool) -> Step<V> {
+    /// where a lookup that finds nothing puts in a slot and leads. `queue`
+    /// is called only then, still under the lock, for a computation to
+    /// store in the new slot: one that anybody who finds the slot may take
+    /// and run (see [`Slot::take_job`]), there from the moment the slot can
+    /// be seen.
+    pub(super) fn step(
+        &self,
+        key: &K,
+        swr: bool,
+        queue: impl FnOnce() -> Option<Queued<V>>,
+    ) -> Step<V> {
         let now = Now::default();
         if let Some(step) = read(&self.map).probe(key, swr, &now) {
             return step;
@@ -79,7 +107,7 @@ where
             _ => None,
         };
         map.failures.remove(key); // expired, or probe would have returned it
-        let slot = Arc::new(Slot::new());
+        let slot = Arc::new(Slot::new(queue()));
         map.slots.insert(key.clone(), Arc::clone(&slot));
         match stale {
             Some(value) => Step::Refresh(slot, value),
@@ -87,7 +115,8 @@ where
         }
     }
 
-    /// Carries out a step in the caller's thread.
+    /// Carries out a step in the caller's thread, leading with `compute`
+    /// if the step leads (the slot was made with no job in it).
     pub(super) fn resolve<E: fmt::Display>(
         &self,
         key: &K,
@@ -95,12 +124,7 @@ where
         compute: impl FnOnce() -> Result<(V, Option<Duration>), E>,
     ) -> Result<Lookup<V>, Error> {
         match step {
-            Step::Done(lookup) => Ok(self.served(lookup.value, lookup.outcome)),
-            Step::Failed(error) => Err(error),
-            Step::Wait(slot) => self.wait(&slot),
-            // A refresh is only asked for by `get_or_compute_swr`, which
-            // runs it on its own thread; computing here is still right.
-            Step::Lead(slot) | Step::Refresh(slot, _) => {
+            Step::Lead(slot) => {
                 self.stats.misses.fetch_add(1, Ordering::Relaxed);
                 let value = self.lead(key, &slot, compute)?;
                 Ok(Lookup {
@@ -108,7 +132,44 @@ where
                     outcome: LookupOutcome::Miss,
                 })
             }
+            step => self.settle(key, step),
         }
+    }
+
+    /// Carries out a step in the caller's thread; a step that leads runs
+    /// the job its slot was made with.
+    pub(super) fn settle(&self, key: &K, step: Step<V>) -> Result<Lookup<V>, Error> {
+        match step {
+            Step::Done(lookup) => Ok(self.served(lookup.value, lookup.outcome)),
+            Step::Failed(error) => Err(error),
+            Step::Wait(slot) => self.wait(key, &slot),
+            // A refresh is only asked for by `get_or_compute_swr`, which
+            // runs it on the lane; computing here is still right.
+            Step::Lead(slot) | Step::Refresh(slot, _) => match slot.take_job() {
+                Some(job) => {
+                    self.stats.misses.fetch_add(1, Ordering::Relaxed);
+                    let value = self.lead(key, &slot, job)?;
+                    Ok(Lookup {
+                        value,
+                        outcome: LookupOutcome::Miss,
+                    })
+                }
+                // A lookup that found the slot took the job first, to run
+                // it itself; wait for it like any other caller.
+                None => self.wait(key, &slot),
+            },
+        }
+    }
+
+    /// Answers `done` when the slot completes (at once if it has): the
+    /// non-blocking way to join a computation.
+    pub(super) fn subscribe(&self, slot: &Slot<V>, outcome: LookupOutcome, done: Done<V>) {
+        let counter = match outcome {
+            LookupOutcome::Miss => &self.stats.misses,
+            _ => &self.stats.coalesced,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        slot.subscribe(outcome, done);
     }
 
     /// Counts a value served without computing.
@@ -122,18 +183,32 @@ where
         Lookup { value, outcome }
     }
 
-    /// Waits, up to `wait_timeout`, for the leader of `slot` to finish.
-    fn wait(&self, slot: &Slot<V>) -> Result<Lookup<V>, Error> {
+    /// Waits, up to `wait_timeout`, for the leader of `slot` to finish; or,
+    /// if its computation is still queued, runs it here.
+    fn wait(&self, key: &K, slot: &Slot<V>) -> Result<Lookup<V>, Error> {
+        // Waiting for a lane thread to start it could deadlock: this may be
+        // a lane thread itself (a computation looking up another key), and
+        // the job may sit in the queue behind every lane thread, all
+        // blocked the same way. Taken under the slot's lock, so the lane's
+        // task, or another caller, finds it gone and does not run it twice.
+        if let Some(job) = slot.take_job() {
+            self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
+            let value = self.lead(key, slot, job)?;
+            return Ok(Lookup {
+                value,
+                outcome: LookupOutcome::Coalesced,
+            });
+        }
         let _edge = Edge::add(&slot.claim)?;
         self.stats.coalesced.fetch_add(1, Ordering::Relaxed);
-        let result = lock(&slot.result);
+        let state = lock(&slot.state);
         slot.waiters.fetch_add(1, Ordering::Relaxed);
-        let (result, _) = slot
+        let (state, _) = slot
             .ready
-            .wait_timeout_while(result, self.config.wait_timeout, |r| r.is_none())
+            .wait_timeout_while(state, self.config.wait_timeout, |s| s.result.is_none())
             .unwrap_or_else(PoisonError::into_inner);
         slot.waiters.fetch_sub(1, Ordering::Relaxed);
-        match &*result {
+        match &state.result {
             Some(Ok(value)) => Ok(Lookup {
                 value: value.clone(),
                 outcome: LookupOutcome::Coalesced,
@@ -151,7 +226,8 @@ where
     }
 
     /// Computes the value for the slot this thread leads, under a compute
-    /// permit and with no lock held, then stores it and answers the waiters.
+    /// permit and with no lock held, then stores it and answers the waiters
+    /// and subscribers.
     pub(super) fn lead<E: fmt::Display>(
         &self,
         key: &K,
@@ -221,7 +297,7 @@ where
 
     /// Ends the slot's computation: stores the value or remembers the
     /// failure (unless the slot was detached meanwhile), removes the slot,
-    /// then wakes its waiters with the result.
+    /// then wakes its waiters and calls its subscribers with the result.
     pub(super) fn finish(
         &self,
         key: &K,
@@ -249,8 +325,37 @@ where
                 }
             }
         };
-        slot.complete(result.clone());
+        slot.complete(&result);
         result
+    }
+
+    /// Queues a lane task that leads the slot with its job, unless somebody
+    /// has taken the job by then. If the lane's queue is full, the slot
+    /// fails with [`Error::Busy`] at once, for its waiters and subscribers
+    /// alike; it is not remembered, so the next lookup tries again.
+    pub(super) fn submit(self: &Arc<Self>, key: &K, slot: &Arc<Slot<V>>)
+    where
+        K: 'static,
+        V: 'static,
+        S: 'static,
+    {
+        let (inner, owned_key, owned_slot) = (Arc::clone(self), key.clone(), Arc::clone(slot));
+        let task = move || {
+            if let Some(job) = owned_slot.take_job() {
+                // Its waiters, subscribers and the map get the outcome.
+                let _ = inner.lead(&owned_key, &owned_slot, job);
+            }
+        };
+        // A refused job that is gone from the slot was taken by a lookup,
+        // which runs it and completes the slot.
+        if self.lane.try_spawn(task).is_err() && slot.take_job().is_some() {
+            self.stats.busy.fetch_add(1, Ordering::Relaxed);
+            log::debug!(
+                "compute queue full ({} waiting); computation refused",
+                self.lane.max_queued()
+            );
+            let _ = self.finish(key, slot, Err(Error::Busy));
+        }
     }
 
     /// Remembers a failed computation for about `error_ttl`.
@@ -320,38 +425,90 @@ where
     }
 }
 
-/// An in-flight computation of one key: its result, once there is one, and
-/// the condvar its waiters sleep on.
+/// An in-flight computation of one key: the job while it is queued, the
+/// result once there is one, the condvar its waiters sleep on, and the
+/// callers to call back.
 pub(super) struct Slot<V> {
     claim: Arc<Claim>,
-    result: Mutex<Option<Result<V, Error>>>,
+    state: Mutex<SlotState<V>>,
     ready: Condvar,
-    /// Threads waiting on `ready`; changed only under `result`'s lock.
+    /// Threads waiting on `ready`; changed only under `state`'s lock.
     /// Most misses have no waiter, and a notify costs a system call even
     /// then.
     waiters: AtomicU64,
 }
 
-impl<V> Slot<V> {
-    fn new() -> Slot<V> {
+/// What a slot's lock guards. Every change is one assignment, push or
+/// take, so a panic cannot leave it half-changed.
+struct SlotState<V> {
+    result: Option<Result<V, Error>>,
+    /// The computation, from when the slot is made until someone takes it
+    /// to run it: the lane's task, or a lookup that would otherwise wait.
+    /// `None` for a slot whose creator computes at once.
+    job: Option<Queued<V>>,
+    /// Callers that do not block, with the outcome each reports. They stay
+    /// until the slot completes, even if whoever they answer has gone.
+    subscribers: Vec<(LookupOutcome, Done<V>)>,
+}
+
+impl<V: Clone> Slot<V> {
+    fn new(job: Option<Queued<V>>) -> Slot<V> {
         Slot {
             claim: Arc::new(Claim::default()),
-            result: Mutex::new(None),
+            state: Mutex::new(SlotState {
+                result: None,
+                job,
+                subscribers: Vec::new(),
+            }),
             ready: Condvar::new(),
             waiters: AtomicU64::new(0),
         }
     }
 
-    /// Sets the result and wakes every waiter of this key, at once.
-    fn complete(&self, result: Result<V, Error>) {
-        let mut guard = lock(&self.result);
-        *guard = Some(result);
+    /// The queued computation, if nobody has taken it yet; whoever gets it
+    /// leads the slot.
+    fn take_job(&self) -> Option<Queued<V>> {
+        lock(&self.state).job.take()
+    }
+
+    /// Calls `done` with the result: now, on this thread, if it is there,
+    /// else on the thread that completes the slot.
+    fn subscribe(&self, outcome: LookupOutcome, done: Done<V>) {
+        let mut state = lock(&self.state);
+        let Some(result) = &state.result else {
+            state.subscribers.push((outcome, done));
+            return;
+        };
+        let result = result.clone();
+        drop(state);
+        answer(done, result, outcome);
+    }
+
+    /// Sets the result, wakes every waiter of this key at once, then calls
+    /// the subscribers, with no lock held.
+    fn complete(&self, result: &Result<V, Error>) {
+        let mut state = lock(&self.state);
+        state.result = Some(result.clone());
+        let subscribers = std::mem::take(&mut state.subscribers);
         self.claim.done.store(true, Ordering::Release);
         let waiting = self.waiters.load(Ordering::Relaxed) > 0;
-        drop(guard);
+        drop(state);
         if waiting {
             self.ready.notify_all();
         }
+        for (outcome, done) in subscribers {
+            answer(done, result.clone(), outcome);
+        }
+    }
+}
+
+/// Calls a subscriber. Inside `catch_unwind`: it is user code, and one that
+/// panics must not keep the others from their answers, nor unwind into
+/// the computation that completed the slot.
+fn answer<V>(done: Done<V>, result: Result<V, Error>, outcome: LookupOutcome) {
+    let lookup = result.map(|value| Lookup { value, outcome });
+    if let Err(payload) = catch_unwind(AssertUnwindSafe(move || done(lookup))) {
+        log::error!("cache subscriber panicked: {}", panic_message(&*payload));
     }
 }
 

@@ -32,16 +32,24 @@
 //!
 //! - `map`: one `RwLock` over the entries, the in-flight slots and the
 //!   remembered failures.
-//! - each slot's `Mutex` and `Condvar`: the result, and its waiters.
+//! - each slot's `Mutex` and `Condvar`: the result, its waiters, the
+//!   computation while it is queued, and the subscribers of
+//!   [`Cache::get_or_submit`].
 //! - the compute permits' `Mutex` and `Condvar`.
 //! - the process-wide waits-for table's `Mutex`.
+//! - the compute lane's `Mutex` and `Condvar`: its queue of jobs.
 //!
 //! Lock order: none of these is taken while another is held, so there is no
 //! order to get wrong and no lock is held while waiting or computing. The
 //! map lock is released before a slot is completed, before anyone waits on a
-//! slot or for a permit, and before any computation runs. If a change ever
-//! needs two at once, take the map lock before a slot's, never the reverse,
-//! and never wait or compute while holding the map lock.
+//! slot or for a permit, before a job is handed to the lane, and before any
+//! computation runs. A new slot gets its queued computation under the map's
+//! write lock, but that is a move into a box: no lock, no user code. A
+//! slot's subscribers are called after its lock is released (they are user
+//! code, and may look keys up themselves), and a lane job runs with the
+//! lane's lock released. If a change ever needs two at once, take the map
+//! lock before a slot's, never the reverse, and never wait or compute while
+//! holding the map lock.
 //!
 //! # What a lookup does
 //!
@@ -59,16 +67,57 @@
 //!   waited on that slot and got the same value. Concurrent misses of one key
 //!   run the computation once; misses of different keys run in parallel.
 //! - `Stale`: from [`Cache::get_or_compute_swr`] only. The entry had expired,
-//!   so its old value was served at once while one background thread
-//!   recomputes it (stale-while-revalidate, as in RFC 5861).
+//!   so its old value was served at once while the compute lane recomputes
+//!   it (stale-while-revalidate, as in RFC 5861).
+//!
+//! # The compute lane
+//!
+//! A request worker must not hold its thread while a value is computed:
+//! with a few workers, a handful of cold keys would stall every other
+//! request, hits included. So each cache owns a [`Lane`]:
+//! `compute_concurrency` threads, started on first use, and a FIFO queue of
+//! at most `max_queued` computations waiting for one.
+//! [`Cache::get_or_submit`] never blocks and never computes on its caller's
+//! thread; it calls its `done` exactly once:
+//!
+//! - a hit or a remembered failure: at once, before it returns;
+//! - a key in flight: `done` is subscribed to the slot (`Coalesced`);
+//! - a miss: it makes the slot with the computation stored in it,
+//!   subscribes `done` (`Miss`), and queues a lane task that takes the
+//!   computation out of the slot and leads it like any leader (permit,
+//!   `catch_unwind`, store, answer). If the queue is full, the slot fails
+//!   with [`Error::Busy`] at once, for every subscriber and waiter.
+//!
+//! Stale-while-revalidate refreshes run on the lane the same way, so the
+//! process's threads stay bounded: request workers, each cache's lane, and
+//! a few fixed threads.
+//!
+//! A queued computation is run by whoever takes it out of its slot first.
+//! A blocking lookup that finds a slot whose computation is still queued
+//! takes it and runs it itself, as the slot's leader, instead of waiting.
+//! It may itself be running on a lane thread (a computation that looks up
+//! the key it is built from), and the queued job may sit behind every lane
+//! thread, all blocked the same way: waiting would deadlock the lane. The
+//! lane's task then finds the slot's computation gone and does nothing.
+//! The computation is taken under the slot's lock, so it runs once.
+//!
+//! Subscribers are called on the thread that completes the slot (a lane
+//! thread, or one that ran the computation itself), after its lock is
+//! released, each inside `catch_unwind`, with a clone of the value. Unlike
+//! waiters, they are not timed out by the cache: whoever waits for `done`
+//! keeps its own deadline (the server parks a request for a bounded
+//! time). A subscriber whose client has gone stays in the slot until the
+//! slot completes; that is bounded by the computation, and each costs a
+//! boxed closure.
 //!
 //! # Deadlines and failures
 //!
 //! A waiter gives up after `wait_timeout` with [`Error::Timeout`]; the leader
-//! keeps computing and still stores its value. At most `compute_concurrency`
-//! computations run at once. A leader waits for a permit under the same
-//! deadline, and if none comes it removes its slot and fails itself and its
-//! waiters with [`Error::Busy`].
+//! keeps computing and still stores its value. (A subscriber has no such
+//! deadline; see above.) At most `compute_concurrency` computations run at
+//! once. A leader waits for a permit under the same deadline, and if none
+//! comes it removes its slot and fails itself, its waiters and its
+//! subscribers with [`Error::Busy`].
 //!
 //! A computation that returns an error or panics (caught with
 //! `catch_unwind`) fails every current waiter at once with the same error;
@@ -104,6 +153,11 @@
 //! way fails with [`Error::Recursive`] too, whatever error it made of the
 //! refusal, so the HTTP layer answers 500 (a bug) rather than 503 (retry).
 //!
+//! A subscriber does not block, so it closes no cycle and is not checked.
+//! A slot whose computation is still queued has no leader yet; a lookup
+//! that finds it runs the computation instead of waiting, and becomes the
+//! leader the walk finds.
+//!
 //! A computation nested in another on the same thread runs under the outer
 //! one's compute permit. Asking for a second permit would deadlock a cache
 //! with one, and the outer computation is not running meanwhile. A thread
@@ -134,10 +188,11 @@
 //! An entry lives until it is evicted or invalidated, unless its computation
 //! gave it a time to live ([`Cache::get_or_compute_ttl`]). An expired entry
 //! is not a hit: `get_or_compute` recomputes it like a miss, while
-//! `get_or_compute_swr` serves it as `Stale` and starts one background
-//! refresh, which needs a `Send + 'static` closure. If that refresh fails,
-//! the stale value keeps being served until `error_ttl` runs out and another
-//! refresh is tried.
+//! `get_or_compute_swr` serves it as `Stale` and queues one refresh on the
+//! lane, which needs a `Send + 'static` closure. If that refresh fails, the
+//! stale value keeps being served until `error_ttl` runs out and another
+//! refresh is tried. If the lane's queue is full, the stale value is served
+//! all the same, and the next lookup tries again.
 //!
 //! [`Cache::invalidate`], [`Cache::invalidate_prefix`] and [`Cache::clear`]
 //! drop entries and remembered failures, and detach in-flight slots: their
@@ -151,9 +206,11 @@
 //! `map` (the map, its in-flight slots and remembered failures, and what a
 //! lookup decides and does), `sieve` (the stored entries in SIEVE's
 //! queue), `waits_for` (cycle detection), `permits` (compute permits),
-//! `counters` ([`Stats`] and the striped hit counter) and `tests`.
+//! `lane` (the compute lane's threads and queue), `counters` ([`Stats`] and
+//! the striped hit counter) and `tests`.
 
 mod counters;
+mod lane;
 mod map;
 mod permits;
 mod sieve;
@@ -171,10 +228,11 @@ use std::thread;
 use std::time::Duration;
 
 pub use counters::Stats;
+pub use lane::{Job, Lane};
 
 use crate::unwind::{read, write};
 use counters::{Counters, Striped};
-use map::{Inner, Map, Now, Step};
+use map::{queued, Inner, Map, Now, Step};
 use permits::Permits;
 use waits_for::REFUSED;
 
@@ -202,10 +260,15 @@ pub struct CacheConfig {
     /// and a transient failure clears before a client's retry. Zero
     /// remembers nothing.
     pub error_ttl: Duration,
-    /// Computations running at once, at least 1. Default the number of CPUs
+    /// Computations running at once, at least 1, and the number of the
+    /// cache's compute-lane threads. Default the number of CPUs
     /// (`available_parallelism`): computations are CPU-bound, and more only
     /// adds switching.
     pub compute_concurrency: usize,
+    /// Computations waiting for a compute-lane thread, beyond those
+    /// running; past it, a lookup that would queue one gets
+    /// [`Error::Busy`] at once instead.
+    pub max_queued: usize,
 }
 
 impl Default for CacheConfig {
@@ -216,6 +279,12 @@ impl Default for CacheConfig {
             wait_timeout: Duration::from_secs(30),
             error_ttl: Duration::from_secs(1),
             compute_concurrency: thread::available_parallelism().map_or(1, |n| n.get()),
+            // A backstop against memory, not a tuning knob: a queued
+            // computation is a boxed closure and a slot, and each stands for
+            // parked requests whose own deadline already bounds how long
+            // they wait. 1024 matches the request queue's default (Puma's
+            // backlog), so by default neither queue is the tighter one.
+            max_queued: 1024,
         }
     }
 }
@@ -233,7 +302,8 @@ pub enum Error {
     /// The computation asked, directly or through other keys, for the key it
     /// is computing.
     Recursive,
-    /// No compute permit came free within `wait_timeout`.
+    /// No compute permit came free within `wait_timeout`, or the compute
+    /// lane's queue was full.
     Busy,
 }
 
@@ -316,6 +386,7 @@ where
         Cache {
             inner: Arc::new(Inner {
                 permits: Permits::new(config.compute_concurrency),
+                lane: Lane::new(config.compute_concurrency, config.max_queued),
                 config,
                 weigher,
                 map: RwLock::new(Map::new(hasher.clone())),
@@ -345,7 +416,7 @@ where
         key: &K,
         compute: impl FnOnce() -> Result<(V, Option<Duration>), E>,
     ) -> Result<Lookup<V>, Error> {
-        let step = self.inner.step(key, false);
+        let step = self.inner.step(key, false, || None);
         let result = self.inner.resolve(key, step, compute);
         if result.as_ref().is_err_and(|e| *e == Error::Recursive) {
             // Seen by the computation this lookup may be part of.
@@ -355,9 +426,9 @@ where
     }
 
     /// Like [`get_or_compute_ttl`](Self::get_or_compute_ttl), but an
-    /// expired value is served at once as [`LookupOutcome::Stale`] while one
-    /// background thread recomputes it; concurrent stale lookups share that
-    /// refresh. With nothing stored at all, this computes like a miss.
+    /// expired value is served at once as [`LookupOutcome::Stale`] while the
+    /// cache's compute lane recomputes it; concurrent stale lookups share
+    /// that refresh. With nothing stored at all, this computes like a miss.
     pub fn get_or_compute_swr<E, F>(&self, key: &K, compute: F) -> Result<Lookup<V>, Error>
     where
         K: 'static,
@@ -366,27 +437,65 @@ where
         E: fmt::Display,
         F: FnOnce() -> Result<(V, Option<Duration>), E> + Send + 'static,
     {
-        let (slot, stale) = match self.inner.step(key, true) {
-            Step::Refresh(slot, stale) => (slot, stale),
-            step => return self.inner.resolve(key, step, compute),
-        };
-        let inner = Arc::clone(&self.inner);
-        let (owned_key, owned_slot) = (key.clone(), Arc::clone(&slot));
-        let spawned = thread::Builder::new()
-            .name("cache-refresh".into())
-            .spawn(move || {
-                // Its waiters and the map get the outcome; nobody else wants it.
-                let _ = inner.lead(&owned_key, &owned_slot, compute);
-            });
-        if let Err(e) = spawned {
-            log::warn!("cannot start a cache refresh thread: {e}");
-            let _ = self.inner.finish(key, &slot, Err(Error::Busy));
+        // Stored in the slot, so that a lookup which must not wait for the
+        // lane can run it (see "The compute lane" in the module doc).
+        match self.inner.step(key, true, || Some(queued(compute))) {
+            Step::Refresh(slot, stale) => {
+                self.inner.submit(key, &slot);
+                Ok(self.inner.served(stale, LookupOutcome::Stale))
+            }
+            step => self.inner.settle(key, step),
         }
-        Ok(self.inner.served(stale, LookupOutcome::Stale))
+    }
+
+    /// Looks `key` up without blocking and without computing on this
+    /// thread, and calls `done` exactly once with the outcome: before this
+    /// returns for a hit, a remembered failure, or a computation the lane
+    /// refused ([`Error::Busy`]); otherwise later, on the thread that
+    /// completes the key's computation (a compute-lane thread, or a caller
+    /// that ran the queued computation itself). A miss queues `compute` on
+    /// the cache's compute lane; a key already being computed shares that
+    /// computation, as [`LookupOutcome::Coalesced`].
+    ///
+    /// `done` should be quick: it runs on the computing thread, with no
+    /// lock held. The cache does not time it out; the caller's own deadline
+    /// does (the server's, for a parked request).
+    pub fn get_or_submit<E, F, D>(&self, key: &K, compute: F, done: D)
+    where
+        K: 'static,
+        V: 'static,
+        S: 'static,
+        E: fmt::Display,
+        F: FnOnce() -> Result<(V, Option<Duration>), E> + Send + 'static,
+        D: FnOnce(Result<Lookup<V>, Error>) + Send + 'static,
+    {
+        match self.inner.step(key, false, || Some(queued(compute))) {
+            Step::Done(found) => done(Ok(self.inner.served(found.value, found.outcome))),
+            Step::Failed(error) => done(Err(error)),
+            // This thread does not wait, so it cannot close a cycle.
+            Step::Wait(slot) => {
+                self.inner
+                    .subscribe(&slot, LookupOutcome::Coalesced, Box::new(done));
+            }
+            Step::Lead(slot) | Step::Refresh(slot, _) => {
+                self.inner
+                    .subscribe(&slot, LookupOutcome::Miss, Box::new(done));
+                self.inner.submit(key, &slot);
+            }
+        }
+    }
+
+    /// The cache's compute lane, for its gauges and counters.
+    pub fn lane(&self) -> &Lane {
+        &self.inner.lane
     }
 
     /// The fresh stored value for `key`, if any. Never computes or waits.
-    pub fn get(&self, key: &K) -> Option<V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let now = Now::default();
         let map = read(&self.inner.map);
         let entry = map.entries.get(key).filter(|e| e.is_fresh(&now))?;

@@ -7,6 +7,7 @@
 //! This file only keeps the list and its byte total; the budget is enforced
 //! by the caller, which evicts until a new entry fits before pushing it.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,7 +92,11 @@ impl<K: Hash + Eq + Clone, V, S: BuildHasher> Sieve<K, V, S> {
         self.slab.iter().flatten()
     }
 
-    pub(super) fn get(&self, key: &K) -> Option<&Entry<K, V>> {
+    pub(super) fn get<Q>(&self, key: &Q) -> Option<&Entry<K, V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         self.at(*self.index.get(key)?)
     }
 

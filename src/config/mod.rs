@@ -178,6 +178,8 @@ pub struct Config {
     pub cache_error_ttl: Duration,
     /// Computations running at once.
     pub compute_concurrency: usize,
+    /// Computations waiting for a compute-lane thread; past it, 503.
+    pub compute_queue: usize,
     /// Largest `below` of `/primes`.
     pub max_primes_below: u32,
     /// Largest `width × height` of `/mandelbrot`.
@@ -231,6 +233,7 @@ impl Default for Config {
             cache_wait_timeout: cache.wait_timeout,
             cache_error_ttl: cache.error_ttl,
             compute_concurrency: cache.compute_concurrency,
+            compute_queue: cache.max_queued,
             max_primes_below: app.max_primes_below,
             max_pixels: app.max_pixels,
             max_iterations: app.max_iterations,
@@ -316,6 +319,7 @@ impl Config {
             wait_timeout: self.cache_wait_timeout,
             error_ttl: self.cache_error_ttl,
             compute_concurrency: self.compute_concurrency,
+            max_queued: self.compute_queue,
         }
     }
 

@@ -196,6 +196,8 @@ pub(super) static OPTIONS: &[OptSpec] = options![
         "how long a failed computation is remembered (jittered); 0 remembers nothing";
     "compute-concurrency" N limit compute_concurrency: count_in(1, MAX_WORKERS) => format_count,
         "computations running at once; by default the number of CPUs";
+    "compute-queue" N limit compute_queue: count_in(1, MAX_SOCKETS) => format_count,
+        "computations waiting for a compute thread before new misses get 503";
     "max-primes-below" N limit max_primes_below: count_u32(0, u32::MAX) => format_count,
         "largest `below` that /primes accepts";
     "max-pixels" N limit max_pixels: count_in(1, MAX_PIXELS) => format_count,

@@ -165,14 +165,17 @@ fn stampede_of_200_clients_computes_once() {
     let gate = Gate::default();
     let srv = {
         let (cache, computed, gate) = (cache.clone(), computed.clone(), gate.clone());
-        // Every waiting request holds a worker, so all 200 need one.
+        // Waiting requests are parked, not held on workers; the pool is
+        // still sized for all 200, so that nothing but the cache decides
+        // who waits.
         start(
             |c| {
                 c.workers = CLIENTS + 8;
                 c.queue = 2 * CLIENTS;
             },
             move |req: &mut Request| {
-                cached::serve(&cache, req, "stampede", || {
+                let (computed, gate) = (computed.clone(), gate.clone());
+                cached::serve(&cache, req, "stampede", move || {
                     computed.fetch_add(1, SeqCst);
                     gate.wait();
                     Ok::<_, String>(body_of("stampede"))
@@ -229,10 +232,11 @@ fn eight_distinct_keys_compute_in_parallel() {
         start(
             |c| c.workers = KEYS + 4,
             move |req: &mut Request| {
-                let key = key_of(req);
-                cached::serve(&cache, req, &key, || {
+                let (key, meeting) = (key_of(req), meeting.clone());
+                let computed_key = key.clone();
+                cached::serve(&cache, req, &key, move || {
                     if meeting.arrive(TOGETHER) {
-                        Ok(body_of(&key))
+                        Ok(body_of(&computed_key))
                     } else {
                         Err("the computations did not all run at once")
                     }
@@ -271,7 +275,8 @@ fn failing_leader(panics: bool) {
         start(
             |c| c.workers = WAITERS + 8,
             move |req: &mut Request| {
-                cached::serve(&cache, req, "flaky", || {
+                let (computed, gate) = (computed.clone(), gate.clone());
+                cached::serve(&cache, req, "flaky", move || {
                     computed.fetch_add(1, SeqCst);
                     gate.wait();
                     if panics {
@@ -338,7 +343,8 @@ fn a_remembered_failure_expires_after_the_error_ttl() {
         start(
             |_| {},
             move |req: &mut Request| {
-                cached::serve(&cache, req, "flaky", || {
+                let computed = computed.clone();
+                cached::serve(&cache, req, "flaky", move || {
                     if computed.fetch_add(1, SeqCst) > 0 {
                         return Ok(CachedBody::new(&b"recovered"[..], "text/plain"));
                     }
@@ -375,17 +381,18 @@ fn a_remembered_failure_expires_after_the_error_ttl() {
 }
 
 #[test]
-fn waiter_gives_up_at_its_deadline_and_the_leader_still_stores() {
+fn waiters_give_up_at_their_deadline_and_the_computation_still_stores() {
     let wait_timeout = Duration::from_millis(200);
-    let cache = cache(|c| c.wait_timeout = wait_timeout);
+    let cache = cache(|_| {});
     let computed = Arc::new(AtomicUsize::new(0));
     let gate = Gate::default();
     let srv = {
         let (cache, computed, gate) = (cache.clone(), computed.clone(), gate.clone());
         start(
-            |_| {},
+            |c| c.cache_wait_timeout = wait_timeout,
             move |req: &mut Request| {
-                cached::serve(&cache, req, "slow", || {
+                let (computed, gate) = (computed.clone(), gate.clone());
+                cached::serve(&cache, req, "slow", move || {
                     computed.fetch_add(1, SeqCst);
                     gate.wait();
                     Ok::<_, String>(body_of("slow"))
@@ -393,27 +400,30 @@ fn waiter_gives_up_at_its_deadline_and_the_leader_still_stores() {
             },
         )
     };
+    // The request that started the computation and one that joined it both
+    // wait parked, and both get the server's 503 at the deadline: the
+    // computation is held at the gate until after these answers.
     let leader = get_in_background(&srv, "/slow");
     assert!(wait_until(HANG, || cache.stats().in_flight == 1));
-
-    // The leader is held at the gate until after this answer, so the
-    // waiter can only have been answered by giving up.
     let asked = Instant::now();
     let r = Client::connect(srv.addr).get("/slow");
     let took = asked.elapsed();
-    let want = error_body(503, "timed out waiting for the value (retry later)");
-    assert_eq!((r.status, r.text()), (503, want));
-    assert_eq!(r.header("retry-after"), Some("1"), "the 1 s error TTL");
+    let want = error_body(503, "timed out waiting for the answer (retry later)");
+    assert_eq!((r.status, r.text()), (503, want.clone()));
+    assert_eq!(r.header("retry-after"), Some("1"));
     assert!(took >= wait_timeout, "gave up after {took:?}");
-    assert_eq!(cache.stats().timeouts, 1);
-
-    gate.open();
     let r = leader.join().expect("leader");
-    assert_eq!((r.status, r.header("x-cache")), (200, Some("miss")));
+    assert_eq!((r.status, r.text()), (503, want));
+    assert_eq!(srv.metric(|m| &m.waits_timed_out), 2);
+
+    // The computation goes on, and its value is stored for the next request.
+    gate.open();
+    assert!(wait_until(HANG, || cache.stats().in_flight == 0));
     let r = Client::connect(srv.addr).get("/slow");
     assert_eq!((r.status, r.header("x-cache")), (200, Some("hit")));
     assert!(r.body == value_of("slow"));
     assert_eq!(computed.load(SeqCst), 1);
+    assert_eq!(cache.stats().timeouts, 0, "no thread waited in the cache");
 }
 
 #[test]
@@ -424,8 +434,9 @@ fn self_recursive_computation_errors_at_once() {
         start(
             |_| {},
             move |req: &mut Request| {
-                cached::serve(&cache, req, "ouroboros", || {
-                    cache
+                let inner = cache.clone();
+                cached::serve(&cache, req, "ouroboros", move || {
+                    inner
                         .get_or_compute(&"ouroboros".to_owned(), || {
                             Ok::<_, String>(body_of("never"))
                         })
@@ -460,11 +471,12 @@ fn recursion_across_two_requests_errors_at_once() {
             move |req: &mut Request| {
                 let key = key_of(req);
                 let other = if key == "a" { "b" } else { "a" };
-                cached::serve(&cache, req, &key, || {
+                let (inner, meeting) = (cache.clone(), meeting.clone());
+                cached::serve(&cache, req, &key, move || {
                     if !meeting.arrive(HANG) {
                         return Err("the other computation never started".to_owned());
                     }
-                    cache
+                    inner
                         .get_or_compute(&other.to_owned(), || Ok::<_, String>(body_of(other)))
                         .map(|found| found.value)
                         .map_err(|e| e.to_string())
@@ -497,11 +509,12 @@ fn a_hit_is_served_while_another_key_computes() {
             |_| {},
             move |req: &mut Request| {
                 let key = key_of(req);
-                cached::serve(&cache, req, &key, || {
-                    if key == "slow" {
+                let (computed_key, gate) = (key.clone(), gate.clone());
+                cached::serve(&cache, req, &key, move || {
+                    if computed_key == "slow" {
                         gate.wait();
                     }
-                    Ok::<_, String>(body_of(&key))
+                    Ok::<_, String>(body_of(&computed_key))
                 })
             },
         )

@@ -1,0 +1,250 @@
+//! The compute lane: a fixed set of threads, named `corral-compute`, that
+//! run slow work away from the request workers, fed by a bounded FIFO queue.
+//!
+//! Each [`Cache`](super::Cache) owns one and runs its computations there, so
+//! a request worker only parses, looks up and writes: a request whose value
+//! is not ready is parked with its connection, and answered when the lane
+//! has computed it. A library user can defer slow work of its own the same
+//! way:
+//!
+//! ```
+//! use corral::cache::Lane;
+//! use corral::Response;
+//! use once_cell::sync::Lazy;
+//!
+//! static LANE: Lazy<Lane> = Lazy::new(|| Lane::new(2, 64));
+//!
+//! fn slow() -> String {
+//!     "done\n".to_string()
+//! }
+//!
+//! fn handler() -> Response {
+//!     let (placeholder, reply) = Response::later();
+//!     match LANE.try_spawn(move || reply.send(Response::text(200, slow()))) {
+//!         Ok(()) => placeholder,
+//!         // The refused job, and the reply in it, are dropped unsent:
+//!         // nobody waits for that reply once the placeholder is gone.
+//!         Err(_refused) => Response::error(503, "too busy; retry later"),
+//!     }
+//! }
+//!
+//! assert!(handler().is_later());
+//! ```
+//!
+//! # Why threads of its own
+//!
+//! The alternative was a reservation inside the request pool: keep some
+//! workers for fast requests and let slow work have the rest. `threadpool`
+//! has one queue and no way to hold threads back for one kind of job, and
+//! even a pool that had one would still let a fast request queue behind slow
+//! jobs in that shared queue. With threads of its own, "a hit never queues
+//! behind a computation" holds by construction: the two kinds of work never
+//! share a queue or a thread. The cost is a fixed number of extra threads
+//! (idle ones sleep on a condvar), so the process's thread count stays
+//! bounded: request workers, plus each lane, plus a few fixed threads.
+//!
+//! # Locks
+//!
+//! One `Mutex` over the queue, with a `Condvar` the idle threads sleep on.
+//! Nothing else is locked while it is held, and no job runs under it. The
+//! gauges are atomics changed under it, so they can be read without it.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread;
+
+use crate::unwind::{lock, panic_message};
+
+/// Work for the lane: anything run once, on a lane thread.
+pub type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// A fixed set of threads running jobs from a bounded FIFO queue. The
+/// threads start on the first [`Lane::try_spawn`], and end once the lane is
+/// dropped and its queue has drained.
+pub struct Lane {
+    shared: Arc<Shared>,
+}
+
+/// What the lane's threads share with its handle.
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled once per queued job, and to all threads when the lane is
+    /// dropped.
+    work: Condvar,
+    threads: usize,
+    max_queued: usize,
+    /// Jobs running now; changed only under `state`'s lock, so it agrees
+    /// with the queue whenever the lock is free.
+    busy: AtomicUsize,
+    /// Jobs waiting for a thread; the queue's length, kept beside it.
+    queued: AtomicUsize,
+    run: AtomicU64,
+    refused: AtomicU64,
+}
+
+struct State {
+    queue: VecDeque<Job>,
+    /// Threads started so far: 0 until the first job comes, fewer than
+    /// asked for only if the OS refused some.
+    started: usize,
+    /// Set when the [`Lane`] is dropped: threads exit once the queue is
+    /// empty.
+    closed: bool,
+}
+
+impl Lane {
+    /// A lane of `threads` threads (at least 1), with room for
+    /// `max_queued` jobs waiting beyond those the threads are running.
+    /// Starts no thread yet.
+    pub fn new(threads: usize, max_queued: usize) -> Lane {
+        Lane {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    started: 0,
+                    closed: false,
+                }),
+                work: Condvar::new(),
+                threads: threads.max(1),
+                max_queued,
+                busy: AtomicUsize::new(0),
+                queued: AtomicUsize::new(0),
+                run: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Queues `job` to run on a lane thread, in order of submission. Gives
+    /// it back, unrun, when `max_queued` jobs already wait for a thread (or
+    /// no thread could be started): the caller decides whether to run it,
+    /// drop it or answer "busy". Never blocks on a job.
+    pub fn try_spawn(&self, job: impl FnOnce() + Send + 'static) -> Result<(), Job> {
+        let job: Job = Box::new(job);
+        let shared = &self.shared;
+        let mut state = lock(&shared.state);
+        if state.started == 0 {
+            self.start(&mut state);
+        }
+        // Threads not running a job take the next ones at once, so only
+        // jobs beyond them wait, and those count against the bound.
+        let free = state
+            .started
+            .saturating_sub(shared.busy.load(Ordering::SeqCst));
+        if state.started == 0 || state.queue.len() >= shared.max_queued.saturating_add(free) {
+            drop(state);
+            shared.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(job);
+        }
+        state.queue.push_back(job);
+        shared.queued.store(state.queue.len(), Ordering::SeqCst);
+        drop(state);
+        shared.work.notify_one();
+        Ok(())
+    }
+
+    /// Starts the threads. A thread the OS refuses is logged and done
+    /// without; with none at all, every job is refused until a later call
+    /// starts some.
+    fn start(&self, state: &mut State) {
+        for _ in 0..self.shared.threads {
+            let shared = Arc::clone(&self.shared);
+            let spawned = thread::Builder::new()
+                .name("corral-compute".into())
+                .spawn(move || work(&shared));
+            match spawned {
+                Ok(_) => state.started += 1,
+                Err(e) => {
+                    log::warn!(
+                        "cannot start a compute thread ({} of {} running): {e}",
+                        state.started,
+                        self.shared.threads
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Jobs running now.
+    pub fn busy(&self) -> usize {
+        self.shared.busy.load(Ordering::SeqCst)
+    }
+
+    /// Jobs waiting for a thread now.
+    pub fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::SeqCst)
+    }
+
+    /// Jobs run to the end (or to a caught panic) since the lane was made.
+    pub fn jobs_run(&self) -> u64 {
+        self.shared.run.load(Ordering::SeqCst)
+    }
+
+    /// Jobs given back by [`Lane::try_spawn`] since the lane was made.
+    pub fn jobs_refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// The number of threads asked for.
+    pub fn threads(&self) -> usize {
+        self.shared.threads
+    }
+
+    /// The bound on waiting jobs.
+    pub fn max_queued(&self) -> usize {
+        self.shared.max_queued
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        // Not joined: the last handle may be dropped by a job on one of
+        // these very threads (a cache freed by its own computation).
+        lock(&self.shared.state).closed = true;
+        self.shared.work.notify_all();
+    }
+}
+
+impl fmt::Debug for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lane")
+            .field("threads", &self.threads())
+            .field("busy", &self.busy())
+            .field("queued", &self.queued())
+            .field("max_queued", &self.max_queued())
+            .finish()
+    }
+}
+
+/// A lane thread: runs jobs in queue order until the lane is dropped and
+/// the queue is empty. A job that panics is logged; the thread lives on.
+fn work(shared: &Shared) {
+    let mut state = lock(&shared.state);
+    loop {
+        let Some(job) = state.queue.pop_front() else {
+            if state.closed {
+                return;
+            }
+            // The lock guards a queue whose every change is one push or
+            // pop, so a panic elsewhere cannot leave it half-changed.
+            state = shared
+                .work
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+            continue;
+        };
+        shared.queued.store(state.queue.len(), Ordering::SeqCst);
+        shared.busy.fetch_add(1, Ordering::SeqCst);
+        drop(state);
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(job)) {
+            log::error!("compute job panicked: {}", panic_message(&*payload));
+        }
+        state = lock(&shared.state);
+        shared.busy.fetch_sub(1, Ordering::SeqCst);
+        shared.run.fetch_add(1, Ordering::SeqCst);
+    }
+}
