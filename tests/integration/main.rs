@@ -22,3 +22,4 @@ mod pipeline;
 mod protocol_errors;
 mod shutdown;
 mod slow_clients;
+mod waiting;

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use corral::access::AccessLog;
 use corral::cached::ResponseCache;
 use corral::config::{AccessLogTarget, Config};
 use corral::metrics::Metrics;
@@ -56,10 +57,29 @@ pub fn test_config() -> Config {
 
 /// Starts `handler` on [`test_config`] changed by `tweak`.
 pub fn start(tweak: impl FnOnce(&mut Config), handler: impl Handler) -> TestServer {
+    launch(tweak, handler, |server| server)
+}
+
+/// Like [`start`], with access lines going to `log`.
+pub fn start_logged(
+    tweak: impl FnOnce(&mut Config),
+    handler: impl Handler,
+    log: AccessLog,
+) -> TestServer {
+    launch(tweak, handler, |server| server.with_access_log(log))
+}
+
+/// Binds `handler` on [`test_config`] changed by `tweak`, lets `wrap` add
+/// to the server, and runs it on its own thread.
+fn launch(
+    tweak: impl FnOnce(&mut Config),
+    handler: impl Handler,
+    wrap: impl FnOnce(Server) -> Server,
+) -> TestServer {
     let mut config = test_config();
     tweak(&mut config);
     config.validate().expect("test config is valid");
-    let server = Server::bind(config, handler).expect("bind");
+    let server = wrap(Server::bind(config, handler).expect("bind"));
     let addr = server.local_addrs()[0];
     let handle = server.shutdown_handle();
     let metrics = server.metrics();
@@ -492,7 +512,7 @@ impl Client {
 }
 
 /// An HTTP/1.1 request head with `Host` and the given fields.
-fn request_head(method: &str, path: &str, headers: &[(&str, &str)]) -> String {
+pub fn request_head(method: &str, path: &str, headers: &[(&str, &str)]) -> String {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
     for (name, value) in headers {
         head.push_str(&format!("{name}: {value}\r\n"));
