@@ -59,7 +59,8 @@ counters! {
     requests_waiting: Gauge,
     /// Requests answered 503 because `max-waiting` requests waited already.
     waits_refused: Counter,
-    /// Waiting requests answered 503 when `cache-wait-timeout` passed.
+    /// Waiting requests answered 503 because no answer came in time: by
+    /// `cache-wait-timeout`, or by the end of the shutdown drain.
     waits_timed_out: Counter,
     /// Waiting requests whose client hung up before the answer came.
     waiters_left: Counter,
@@ -124,7 +125,12 @@ impl Metrics {
                 Kind::Counter => ("_total", "counter"),
                 Kind::Gauge => ("", "gauge"),
             };
-            write_family(out, &format!("corral_{name}{suffix}"), kind, doc_text(help));
+            write_family(
+                out,
+                &format!("corral_{name}{suffix}"),
+                kind,
+                &doc_text(help),
+            );
             let _ = writeln!(out, "corral_{name}{suffix} {value}");
         }
     }
@@ -159,11 +165,14 @@ pub fn write_family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// The text of a doc attribute as `stringify!` gives it: `doc = r" text"`.
-fn doc_text(raw: &'static str) -> &'static str {
-    let text = raw.trim_start_matches("doc =").trim();
-    let text = text.trim_start_matches('r').trim_matches('"');
-    text.trim()
+/// The text of a metric's doc comment as `stringify!` gives it, one
+/// `doc = r" text"` per line, run together: the lines joined by spaces.
+fn doc_text(raw: &'static str) -> String {
+    raw.split("doc =")
+        .map(|line| line.trim().trim_start_matches('r').trim_matches('"').trim())
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Upper bounds of the duration buckets, in seconds: from a cache hit
@@ -234,6 +243,12 @@ mod tests {
         assert!(out.contains("# HELP corral_requests_total Requests answered by a handler.\n"));
         assert!(out.contains("# TYPE corral_requests_total counter\ncorral_requests_total 1\n"));
         assert!(out.contains("# TYPE corral_connections_open gauge\ncorral_connections_open 0\n"));
+        // A doc comment of several lines is one help line.
+        assert!(out.contains(
+            "# HELP corral_waits_timed_out_total Waiting requests answered 503 because no \
+             answer came in time: by `cache-wait-timeout`, or by the end of the shutdown drain.\n"
+        ));
+        assert!(!out.contains("doc ="), "{out}");
     }
 
     #[test]
