@@ -1,10 +1,13 @@
 //! corral: a hardened, synchronous, multithreaded HTTP/1.1 server.
 //!
-//! Handlers are plain functions on a bounded pool of worker threads; they
-//! may block for seconds on an expensive computation. Connections that are
-//! idle, silent or slow wait in a parker (`epoll`) instead of holding a
-//! worker, every phase of a connection has a deadline, and every buffer has
-//! a limit, so the server keeps answering whatever its clients do.
+//! Handlers are plain functions on a bounded pool of worker threads.
+//! Connections that are idle, silent or slow wait in a parker (`epoll`)
+//! instead of holding a worker, and so does a request whose answer comes
+//! later ([`Response::later`]): a value being computed on the cache's
+//! compute lane ([`cache::Lane`]), or slow work of the handler's own. Every
+//! phase of a connection has a deadline, and every buffer has a limit, so
+//! the server keeps answering whatever its clients do, and a cache hit costs
+//! microseconds whatever else is in flight.
 //!
 //! One process-wide [`cache`] computes each expensive value once, however
 //! many requests miss it at the same moment, keeps it within a byte budget,

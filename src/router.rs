@@ -3,7 +3,10 @@
 //! A [`Handler`] turns a [`Request`] into a [`Response`]. It runs on a worker
 //! thread with the whole body already read, so it never waits on the client.
 //! A handler that panics is answered with 500 by the connection loop, and the
-//! worker lives on.
+//! worker lives on. A handler holds its worker for as long as it runs: slow
+//! work should answer [`Response::later`] and send the response from
+//! elsewhere (as [`crate::cached::serve`] does), so the worker goes back to
+//! requests that are ready.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -122,7 +122,7 @@ impl Response {
     /// and the [`Reply`] to send the answer through, from any thread. The
     /// server parks the connection until the answer comes (it holds no
     /// worker meanwhile), or until `--cache-wait-timeout` passes, when the
-    /// client gets 503 with `Retry-After`. See [`later`](super::later).
+    /// client gets 503 with `Retry-After`. See [`super::later`].
     pub fn later() -> (Response, Reply) {
         let (waiting, reply) = later::pair();
         let mut placeholder = Response::new(0);
