@@ -16,12 +16,18 @@
 //! - [`connection`]: the real connection loop, [`conn::serve`], over an
 //!   in-memory transport that hands the input over in fuzzer-chosen pieces,
 //!   with pauses, would-block results, interrupted calls, resets and end of
-//!   stream, under a virtual clock, with a simulated parker. It ends within a
-//!   number of transport calls proportional to the input, never spins, and
-//!   writes a well-formed response per request, in order, the requests being
-//!   the ones a plain [`Conn`] finds in the same bytes (fed whole, and one
-//!   byte at a time with the progress rule checked on every poll); after an
-//!   error response nothing more is read.
+//!   stream, under a virtual clock, with a simulated parker. The handler
+//!   answers some requests later (the path says so, and how the wait ends:
+//!   the answer comes, the deadline passes, the reply is dropped, the client
+//!   hangs up, the drain ends, or no waiting slot is free), and the parker
+//!   plays each wait out on the virtual clock. It ends within a number of
+//!   transport calls proportional to the input, never spins, and writes a
+//!   well-formed response per request, in order, with the status the path
+//!   predicts, the requests being the ones a plain [`Conn`] finds in the
+//!   same bytes (fed whole, and one byte at a time with the progress rule
+//!   checked on every poll); nothing is read or written while a request
+//!   waits, nor read after it until its response is out; after an error
+//!   response nothing more is read.
 //! - [`differential`]: requests built from a grammar (odd whitespace, case,
 //!   duplicated and folded fields, every Content-Length and
 //!   Transfer-Encoding combination, bodies right and wrong), framed by
@@ -34,7 +40,9 @@
 //! does, shared with the table tests in `src/http/tests.rs`), `reference`
 //! (the reference decoders), `grammar` (the request grammar), `transport`
 //! (the scripted peer and its virtual clock), `serve` (the handler and the
-//! checks on what the loop wrote) and `response` (a strict response parser).
+//! checks on what the loop wrote), `wait` (answers that come later, and the
+//! parker's part in them) and `response` (a strict response parser). The
+//! table tests of `conn::serve` on the same driver are in `wait_tests`.
 //!
 //! Nothing here is part of the server. It is compiled for the tests and
 //! behind the `fuzzing` feature, which only the fuzz crate turns on; it is
@@ -53,6 +61,9 @@ mod serve;
 #[cfg(test)]
 mod tests;
 mod transport;
+mod wait;
+#[cfg(test)]
+mod wait_tests;
 
 use crate::http::request::{self, Framing};
 use crate::http::{BodyLimits, Decoder, Head, HeadLimits, Limits, Phase, Version};
@@ -389,7 +400,9 @@ pub fn differential(data: &[u8]) {
 /// closes after sending everything (else it stays silent), bit 3 whether
 /// other connections wait for a worker (so the loop parks at once), bits
 /// 4-5 after which request shutdown begins (never, or the first to third),
-/// bit 6 a zero park linger.
+/// bit 6 a zero park linger, bit 7 no request may wait for a later answer
+/// (`max_waiting` 0). Paths with a `/later/` segment are answered later;
+/// `wait.rs` lists how.
 pub fn connection(data: &[u8]) {
     serve_script(data);
 }

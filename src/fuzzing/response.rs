@@ -11,6 +11,8 @@ pub(super) struct Parsed {
     pub(super) status: u16,
     pub(super) close: bool,
     pub(super) seq: Option<usize>,
+    /// It carries a `Retry-After` field.
+    pub(super) retry_after: bool,
     pub(super) body: Vec<u8>,
     /// The body is delimited by the end of the connection.
     pub(super) until_close: bool,
@@ -36,6 +38,7 @@ pub(super) fn parse_response(out: &[u8], head_only: bool) -> Result<Option<Parse
     }
     let mut close = false;
     let mut seq = None;
+    let mut retry_after = false;
     let mut length = None;
     let mut chunked = false;
     for line in lines {
@@ -53,6 +56,7 @@ pub(super) fn parse_response(out: &[u8], head_only: bool) -> Result<Option<Parse
             "connection" if value == "keep-alive" => {}
             "connection" => return Err(format!("Connection: {value}")),
             "x-seq" => seq = value.parse().ok(),
+            "retry-after" => retry_after = true,
             "content-length" if length.is_none() => {
                 length = Some(value.parse::<usize>().map_err(|_| "bad Content-Length")?);
             }
@@ -113,6 +117,7 @@ pub(super) fn parse_response(out: &[u8], head_only: bool) -> Result<Option<Parse
         status,
         close,
         seq,
+        retry_after,
         body,
         until_close: !no_body && !chunked && length.is_none(),
         len: head_len + body_len,

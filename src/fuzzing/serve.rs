@@ -1,6 +1,8 @@
 //! The `connection` target's far side and its verdict: a handler for the
 //! real connection loop to serve, the same decisions replayed through a
 //! plain `Conn`, and the checks on what the loop wrote to the scripted peer.
+//! Requests the handler answers later, and the parker's part in them, are
+//! in `wait.rs`.
 
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +12,9 @@ use std::time::Duration;
 use super::choices::Choices;
 use super::driver::{assert_same, drive, Ev, Got, Policy, Run};
 use super::pick_limits;
-use super::response::parse_response;
+use super::response::{parse_response, Parsed};
 use super::transport::{Script, VirtualClock, TIMEOUTS};
+use super::wait::{self, After, Check, Deferred, Expect};
 use crate::conn::{self, Clock, Connection, Ctx, Handoff};
 use crate::http::{Body, Head, Phase, Request, Response};
 use crate::metrics::Metrics;
@@ -19,22 +22,30 @@ use crate::router::Handler;
 
 /// The handler: answers with a body naming the request, a stream (chunked,
 /// or close-delimited for HTTP/1.0), a 204, or a closing response,
-/// depending on the path, and records what it saw. It may begin shutdown.
+/// depending on the path, now or later, and records what it saw. It may
+/// begin shutdown.
 struct FuzzHandler {
     seen: Mutex<Vec<Request>>,
     shutdown: Arc<AtomicBool>,
     shutdown_after: Option<usize>,
+    deferred: Deferred,
 }
 
 impl Handler for FuzzHandler {
     fn handle(&self, req: &mut Request) -> Response {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let seq = seen.len();
-        seen.push(req.clone());
+        let seq = {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            seen.push(req.clone());
+            seen.len() - 1
+        };
         if self.shutdown_after == Some(seq) {
             self.shutdown.store(true, Ordering::Relaxed);
         }
-        reply(req, seq)
+        let resp = reply(req, seq);
+        match wait::fate(req.path()) {
+            Some(fate) => self.deferred.answer(seq, fate, resp),
+            None => resp,
+        }
     }
 
     fn wants_body(&self, _method: &str, path: &str) -> bool {
@@ -77,6 +88,27 @@ fn reply_fails(req: &Request) -> bool {
     req.path().starts_with("/streamerr") && req.method() != "HEAD"
 }
 
+/// What decides the answer to a request besides its path.
+#[derive(Debug, Clone, Copy)]
+struct Rules {
+    /// [`Ctx::max_waiting`].
+    max_waiting: u64,
+    /// How long a request may wait for its answer.
+    wait: Duration,
+}
+
+impl Rules {
+    /// What the client must get for `req`.
+    fn expect(&self, req: &Request) -> Expect {
+        wait::expect(req.path(), self.max_waiting, self.wait)
+    }
+
+    /// Whether sending the response to `req` fails.
+    fn fails(&self, req: &Request) -> bool {
+        self.expect(req) == Expect::Answer && reply_fails(req)
+    }
+}
+
 /// A streamed body: `len` bytes of the alphabet, or an error half way.
 struct Pattern {
     at: usize,
@@ -110,15 +142,17 @@ struct Replay {
     /// Whether to refuse `100-continue` bodies as the handler does (else
     /// every body is wanted, which makes runs split differently comparable).
     refuse: bool,
+    rules: Rules,
 }
 
 impl Replay {
-    fn new(shutdown_after: Option<usize>, refuse: bool) -> Replay {
+    fn new(shutdown_after: Option<usize>, refuse: bool, rules: Rules) -> Replay {
         Replay {
             seq: 0,
             shutdown_after,
             shutdown: false,
             refuse,
+            rules,
         }
     }
 }
@@ -134,22 +168,73 @@ impl Policy for Replay {
             self.shutdown = true;
         }
         self.seq += 1;
-        (resp, self.shutdown, reply_fails(req))
+        // The loop's own answers to a wait; only their framing matters here.
+        let unavailable = Response::error(503, "").with_header("Retry-After", "1");
+        match self.rules.expect(req) {
+            Expect::Answer => (resp, self.shutdown, reply_fails(req)),
+            Expect::Unavailable => (unavailable, self.shutdown, false),
+            Expect::Dropped => (Response::error(500, ""), self.shutdown, false),
+            Expect::GivenUp => (unavailable, true, false),
+            // Nothing is sent, and nothing more read.
+            Expect::Gone => (resp, true, true),
+        }
     }
 }
 
 /// Statuses only the protocol layer sends (the handler sends 200 and 204).
 const ERROR_STATUSES: [u16; 8] = [400, 408, 413, 414, 417, 431, 501, 505];
 
-/// Runs [`connection`](super::connection) and returns the requests served and the bytes
-/// written, for the tests.
-pub(super) fn serve_script(data: &[u8]) -> (usize, usize) {
+/// One run of the `connection` target, laid out.
+pub(super) struct Setup<'a> {
+    /// The configuration byte (see [`connection`](super::connection)).
+    pub(super) config: u8,
+    /// The script's control bytes.
+    pub(super) ctl: &'a [u8],
+    /// What the peer sends.
+    pub(super) payload: &'a [u8],
+    /// How long the new connection waits for a worker before `serve` first
+    /// runs: past its header deadline, what has arrived is still read.
+    pub(super) queued: Duration,
+}
+
+/// What a run did, for the tests.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(super) struct Outcome {
+    /// Requests the handler saw.
+    pub(super) served: usize,
+    /// Bytes written.
+    pub(super) written: usize,
+    /// The status of each final response written, in order.
+    pub(super) statuses: Vec<u16>,
+    /// Times `serve` returned [`Handoff::Wait`].
+    pub(super) waits: usize,
+    /// The counters.
+    pub(super) metrics: Arc<Metrics>,
+}
+
+/// Runs [`connection`](super::connection) on `data`.
+pub(super) fn serve_script(data: &[u8]) -> Outcome {
     let mut c = Choices::new(data);
     let config = c.byte();
     let n_ctl = usize::from(c.byte());
     let ctl = c.take(n_ctl);
     let payload = c.rest();
+    run(&Setup {
+        config,
+        ctl,
+        payload,
+        queued: Duration::ZERO,
+    })
+}
 
+/// Runs the real connection loop on `setup` and checks what it did.
+pub(super) fn run(setup: &Setup<'_>) -> Outcome {
+    let Setup {
+        config,
+        ctl,
+        payload,
+        queued,
+    } = *setup;
     let limits = pick_limits(config & 3);
     let shutdown_after = match (config >> 4) & 3 {
         0 => None,
@@ -160,15 +245,22 @@ pub(super) fn serve_script(data: &[u8]) -> (usize, usize) {
     if config & 64 != 0 {
         timeouts.park = Duration::ZERO;
     }
+    // One slot is enough for this connection's waits (the handler says how
+    // many other connections hold one); none refuses every wait.
+    let rules = Rules {
+        max_waiting: u64::from(config & 128 == 0),
+        wait: timeouts.wait,
+    };
 
     let clock = VirtualClock::new();
     let shutdown = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(Metrics::default());
     let handler = FuzzHandler {
         seen: Mutex::new(Vec::new()),
         shutdown: shutdown.clone(),
         shutdown_after,
+        deferred: Deferred::new(rules.max_waiting, metrics.clone()),
     };
-    let metrics = Metrics::default();
     let waiting = move || others_waiting;
     let ctx = Ctx {
         handler: &handler,
@@ -178,26 +270,44 @@ pub(super) fn serve_script(data: &[u8]) -> (usize, usize) {
         others_waiting: &waiting,
         access_log: None,
         metrics: &metrics,
-        max_waiting: u64::MAX,
+        max_waiting: rules.max_waiting,
     };
     let script = Script::new(
         ctl,
         payload,
         config & 4 != 0,
         clock.clone(),
-        8 * data.len() + 64,
+        8 * (2 + ctl.len() + payload.len()) + 64,
     );
     let mut conn = Connection::new(script, None, limits, &timeouts, clock.now());
+    clock.advance_to(clock.now() + queued);
 
-    // The worker serves; the parker waits for the peer or the deadline, as
-    // `server.rs` does.
+    // The worker serves; the parker waits for the peer, the answer or the
+    // deadline, as `server.rs` does.
+    let mut waited = Vec::new();
+    let mut check = Check::None;
     loop {
         conn.io.call("serve");
-        match conn::serve(&mut conn, &ctx) {
+        let handoff = conn::serve(&mut conn, &ctx);
+        std::mem::replace(&mut check, Check::None).after(handoff, &conn.io);
+        if let Handoff::Wait(deadline) = handoff {
+            assert!(deadline > clock.now(), "waits past its deadline");
+        } else {
+            handler.deferred.check_refused();
+        }
+        match handoff {
             Handoff::Close => break,
             // Back of the queue: the next worker serves it again.
             Handoff::Requeue => {}
-            Handoff::Wait(_) => panic!("the fuzz handler never answers later"),
+            Handoff::Wait(deadline) => {
+                let (seq, after) =
+                    wait::park(&handler.deferred, &mut conn, &ctx, &shutdown, deadline);
+                waited.push(seq);
+                match after {
+                    After::Resume(next) => check = next,
+                    After::Ended => break,
+                }
+            }
             Handoff::Park(deadline) => {
                 assert!(deadline > clock.now(), "parked past its deadline");
                 match conn.io.readable_at() {
@@ -230,9 +340,10 @@ pub(super) fn serve_script(data: &[u8]) -> (usize, usize) {
     let replay = drive(
         limits,
         &[&io.delivered],
-        &mut Replay::new(shutdown_after, true),
+        &mut Replay::new(shutdown_after, true, rules),
     );
-    check_served(&seen, &replay, io, &metrics);
+    let statuses = check_served(&seen, &replay, io, &metrics, rules, &waited);
+    wait::check_counts(&seen, &waited, &metrics, rules.max_waiting, rules.wait);
 
     // The same bytes one at a time: every byte is at the front of the
     // buffer at some point, so the progress rule is checked everywhere, not
@@ -241,18 +352,36 @@ pub(super) fn serve_script(data: &[u8]) -> (usize, usize) {
         let whole = drive(
             limits,
             &[&io.delivered],
-            &mut Replay::new(shutdown_after, false),
+            &mut Replay::new(shutdown_after, false, rules),
         );
         let bytes: Vec<&[u8]> = io.delivered.chunks(1).collect();
-        let each = drive(limits, &bytes, &mut Replay::new(shutdown_after, false));
+        let each = drive(
+            limits,
+            &bytes,
+            &mut Replay::new(shutdown_after, false, rules),
+        );
         assert_same(&whole, &each, "one byte at a time");
     }
-    (seen.len(), io.out.len())
+    Outcome {
+        served: seen.len(),
+        written: io.out.len(),
+        statuses,
+        waits: waited.len(),
+        metrics: metrics.clone(),
+    }
 }
 
-/// Compares what the loop did with what a plain [`Conn`](crate::http::Conn) makes of the same
-/// bytes, and parses what the loop wrote.
-fn check_served(seen: &[Request], replay: &Run, io: &Script, metrics: &Metrics) {
+/// Compares what the loop did with what a plain [`Conn`](crate::http::Conn)
+/// makes of the same bytes, and parses what the loop wrote. Returns the
+/// status of each final response.
+fn check_served(
+    seen: &[Request],
+    replay: &Run,
+    io: &Script,
+    metrics: &Metrics,
+    rules: Rules,
+    waited: &[usize],
+) -> Vec<u16> {
     let failed = io.write_failed || metrics.write_timeouts.load(Ordering::Relaxed) > 0;
     let want: Vec<&Got> = replay
         .events
@@ -287,65 +416,81 @@ fn check_served(seen: &[Request], replay: &Run, io: &Script, metrics: &Metrics) 
     let complete = seen.len() == want.len() && !body_refused;
     if !complete {
         assert!(
-            failed || body_refused || seen.last().is_some_and(reply_fails),
+            failed || body_refused || seen.last().is_some_and(|r| rules.fails(r)),
             "{} requests served of {}",
             seen.len(),
             want.len()
         );
     }
 
-    // The output: per request, maybe a 100 Continue, then its response;
-    // then maybe one error response; nothing else.
+    // The output: per request, maybe a 100 Continue, then its response
+    // (none for a client that left while it waited); then maybe one error
+    // response; nothing else.
     let out = &io.out;
     let mut pos = 0;
+    let mut statuses = Vec::new();
     for (k, req) in seen.iter().enumerate() {
         let head_only = req.method() == "HEAD";
-        let mut resp = match parse_response(&out[pos..], head_only) {
-            Ok(Some(r)) => r,
+        let expect = rules.expect(req);
+        let parse = |pos: usize| match parse_response(&out[pos..], head_only) {
+            Ok(Some(r)) => Some(r),
+            Ok(None) if expect == Expect::Gone => {
+                assert_eq!(k, last, "request {k} read after its client left");
+                assert_eq!(pos, out.len(), "response {k} sent to a client that left");
+                None
+            }
             Ok(None) => {
-                let cut = failed || reply_fails(req);
-                assert!(cut, "response {k} cut short without cause");
-                return;
+                assert!(
+                    failed || rules.fails(req),
+                    "response {k} cut short without cause"
+                );
+                None
             }
             Err(e) => panic!(
                 "response {k}: {e}: {:?}",
                 String::from_utf8_lossy(&out[pos..])
             ),
         };
+        let Some(mut resp) = parse(pos) else {
+            return statuses;
+        };
         if resp.status == 100 {
             assert!(req.head().expect_continue, "100 Continue unasked");
             pos += resp.len;
-            resp = match parse_response(&out[pos..], head_only) {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    assert!(
-                        failed || reply_fails(req),
-                        "response {k} cut short without cause"
-                    );
-                    return;
-                }
-                Err(e) => panic!("response {k}: {e}"),
+            let Some(r) = parse(pos) else {
+                return statuses;
             };
+            resp = r;
         }
-        let mut want_resp = reply(req, k);
-        assert_eq!(resp.status, want_resp.status(), "response {k}: status");
-        assert_eq!(resp.seq, Some(k), "response {k}: out of order");
-        if !head_only && resp.status != 204 {
-            let want_body = match want_resp.take_body() {
-                Body::Stream(mut r) => {
-                    let mut v = Vec::new();
-                    let _ = r.read_to_end(&mut v);
-                    v
+        statuses.push(resp.status);
+        // A request that waited: nothing was written while it waited, and
+        // nothing read before its response was written out.
+        let mark = waited.iter().position(|&s| s == k).map(|i| io.waits[i]);
+        if let Some((at_wait, first_read)) = mark {
+            assert_eq!(at_wait, pos, "response {k}: written to while it waited");
+            assert!(
+                first_read.is_none_or(|at| at >= pos + resp.len),
+                "response {k}: read pipelined bytes before the answer to a waiting request"
+            );
+        }
+        match expect {
+            Expect::Answer => check_answer(k, req, &resp, failed),
+            Expect::Unavailable | Expect::GivenUp | Expect::Dropped => {
+                let status = if expect == Expect::Dropped { 500 } else { 503 };
+                assert_eq!(resp.status, status, "response {k}: status");
+                assert_eq!(
+                    resp.seq, None,
+                    "response {k}: the handler's, not the loop's"
+                );
+                assert_eq!(resp.retry_after, status == 503, "response {k}: Retry-After");
+                if expect == Expect::GivenUp {
+                    assert!(
+                        resp.close,
+                        "response {k}: the drain is over, yet it persists"
+                    );
                 }
-                b => b.as_slice().unwrap_or_default().to_vec(),
-            };
-            if resp.until_close && failed {
-                // Only the close says where such a body ends, so a failed
-                // write looks like a short body.
-                assert!(want_body.starts_with(&resp.body), "response {k}: body");
-            } else {
-                assert_eq!(resp.body, want_body, "response {k}: body");
             }
+            Expect::Gone => panic!("response {k} sent to a client that left"),
         }
         pos += resp.len;
         if resp.close {
@@ -368,16 +513,17 @@ fn check_served(seen: &[Request], replay: &Run, io: &Script, metrics: &Metrics) 
         }
     }
     if pos == out.len() {
-        return;
+        return statuses;
     }
     let resp = match parse_response(&out[pos..], false) {
         Ok(Some(r)) => r,
         Ok(None) => {
             assert!(failed, "error response cut short without cause");
-            return;
+            return statuses;
         }
         Err(e) => panic!("error response: {e}"),
     };
+    statuses.push(resp.status);
     assert!(
         ERROR_STATUSES.contains(&resp.status),
         "unexpected response {}",
@@ -397,5 +543,30 @@ fn check_served(seen: &[Request], replay: &Run, io: &Script, metrics: &Metrics) 
             "408 without a partial head"
         ),
         (events, got) => panic!("error response {got} after {:?}", events.last()),
+    }
+    statuses
+}
+
+/// Checks response `k`, which carries the handler's answer to `req`.
+fn check_answer(k: usize, req: &Request, resp: &Parsed, failed: bool) {
+    let mut want_resp = reply(req, k);
+    assert_eq!(resp.status, want_resp.status(), "response {k}: status");
+    assert_eq!(resp.seq, Some(k), "response {k}: out of order");
+    if req.method() != "HEAD" && resp.status != 204 {
+        let want_body = match want_resp.take_body() {
+            Body::Stream(mut r) => {
+                let mut v = Vec::new();
+                let _ = r.read_to_end(&mut v);
+                v
+            }
+            b => b.as_slice().unwrap_or_default().to_vec(),
+        };
+        if resp.until_close && failed {
+            // Only the close says where such a body ends, so a failed
+            // write looks like a short body.
+            assert!(want_body.starts_with(&resp.body), "response {k}: body");
+        } else {
+            assert_eq!(resp.body, want_body, "response {k}: body");
+        }
     }
 }

@@ -95,19 +95,19 @@ fn connection_scripts() {
         data.extend_from_slice(requests);
         data
     };
-    let served = |config, ctl| serve_script(&with(config, ctl)).0;
+    let served = |config, ctl| serve_script(&with(config, ctl)).served;
     assert_eq!(served(4, &[]), 3, "all at once, then EOF");
     assert_eq!(served(0, &[]), 3, "all at once, then silence");
     assert_eq!(served(4, &[0; 200]), 3, "one byte per read");
     assert_eq!(served(8, &[0x03, 0xa0, 0x0f]), 3, "parking at once");
     assert_eq!(served(0x14, &[]), 1, "shutdown during the first");
     // A pause longer than the header timeout after 4 bytes: 408.
-    let (n, written) = serve_script(&with(4, &[0x03, 0x8f]));
-    assert_eq!(n, 0);
-    assert!(written > 0, "a 408 is sent");
+    let timed_out = serve_script(&with(4, &[0x03, 0x8f]));
+    assert_eq!(timed_out.served, 0);
+    assert_eq!(timed_out.statuses, [408]);
     // A pause longer than the idle timeout after the first request.
     assert_eq!(served(4, &[0x1a, 0x8e]), 1, "idle timeout");
     // The peer stops reading for longer than the write timeout.
     assert_eq!(served(4, &[0x7f, 0x8e, 0x8e]), 1, "write timeout");
-    assert_eq!(serve_script(&[0x44, 0, b'G']).0, 0);
+    assert_eq!(serve_script(&[0x44, 0, b'G']).served, 0);
 }

@@ -88,6 +88,11 @@ pub(super) struct Script<'a> {
     pub(super) out: Vec<u8>,
     /// `out.len()` at the last read call.
     pub(super) out_at_last_read: usize,
+    /// Read calls made.
+    pub(super) reads: usize,
+    /// Per request that waited for its answer: `out.len()` when it began
+    /// waiting, and at the first read call after that (none if none came).
+    pub(super) waits: Vec<(usize, Option<usize>)>,
     /// Calls made, and the most allowed.
     calls: usize,
     budget: usize,
@@ -122,6 +127,8 @@ impl<'a> Script<'a> {
             delivered: Vec::new(),
             out: Vec::new(),
             out_at_last_read: 0,
+            reads: 0,
+            waits: Vec::new(),
             calls: 0,
             budget,
             stalls: 0,
@@ -177,6 +184,20 @@ impl<'a> Script<'a> {
 
     fn pause(b: u8) -> Duration {
         Duration::from_millis(PAUSES_MS[usize::from(b & 15)])
+    }
+
+    /// A request begins to wait for its answer: the first read after this
+    /// must come after its response, which is checked against `waits`.
+    pub(super) fn mark_wait(&mut self) {
+        self.waits.push((self.out.len(), None));
+    }
+
+    /// The peer hangs up, with whatever it has not sent yet unsent.
+    pub(super) fn hang_up(&mut self) {
+        self.eof = true;
+        self.payload = &[];
+        self.ctl = &[];
+        self.quiet_until = None;
     }
 
     /// When the peer will next have something to read (data or end of
@@ -244,6 +265,10 @@ impl Transport for Script<'_> {
             "progress rule: a read with the receive buffer full"
         );
         self.out_at_last_read = self.out.len();
+        self.reads += 1;
+        if let Some((_, first_read @ None)) = self.waits.last_mut() {
+            *first_read = Some(self.out.len());
+        }
         let now = self.clock.now();
         if let Some(t) = self.quiet_until {
             if now < t {
