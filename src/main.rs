@@ -165,7 +165,7 @@ fn run(config: Config, hooks: Hooks) -> Result<ExitCode, Box<dyn std::error::Err
     }
     // The proxy answers its routes' paths and hands the rest to the app
     // (all of them when there are no routes).
-    let public = Proxy::new(config.proxy_config(), app);
+    let public = Proxy::new(&config, cache.clone(), app);
     let mut server = if public_fds.is_empty() {
         Server::bind(config, public)?
     } else {

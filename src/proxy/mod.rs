@@ -7,17 +7,35 @@
 //!
 //! - `route`: `--proxy PREFIX=UPSTREAM[,UPSTREAM...]` and the longest-prefix
 //!   match.
+//! - `forward`: the request sent upstream and the response sent back,
+//!   rebuilt from parsed fields (hop-by-hop fields out, `X-Forwarded-*` and
+//!   `Via` in).
+//! - `pool`: per upstream, bounded keep-alive connections, requests in
+//!   flight, passive health; per route, the least-loaded choice.
+//! - `fetch`: one exchange under one deadline, with the safe retries, and
+//!   the stream that carries a body too large to buffer.
 //!
 //! What is not proxied goes to the built-in app ([`Proxy`] wraps it), so
 //! `/healthz` keeps answering unless a route covers it; the operator's
 //! listener is never proxied.
 
+pub mod fetch;
+pub mod forward;
+pub mod pool;
 pub mod route;
 
-use std::time::Duration;
+use std::io::{Cursor, Read};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::http::{Request, Response};
+use crate::cache::Lane;
+use crate::cached::ResponseCache;
+use crate::config::Config;
+use crate::http::upstream::ResponseLimits;
+use crate::http::{Body, Request, Response};
 use crate::router::Handler;
+use fetch::{Exchange, FetchError, Fetched};
+use pool::{Peers, RoutePool};
 pub use route::{Route, Upstream};
 
 /// The proxy's settings: the routes, the upstream deadlines and pool, and
@@ -86,38 +104,168 @@ impl Default for ProxyConfig {
     }
 }
 
-/// The public handler when routes are configured: the routes' requests go
-/// upstream, everything else to the built-in app.
+/// The public handler: the routes' requests go upstream, everything else
+/// to the built-in app.
 pub struct Proxy<H> {
-    config: ProxyConfig,
+    shared: Arc<Shared>,
     app: H,
 }
 
+/// What every request of the proxy reads.
+struct Shared {
+    config: ProxyConfig,
+    routes: Vec<RouteState>,
+    /// Every upstream once, for /metrics and /status.
+    peers: Peers,
+    limits: ResponseLimits,
+    /// Response bodies up to this are buffered (and may be stored); longer
+    /// ones stream through.
+    buffer: usize,
+}
+
+/// One route: its upstreams and the threads its fetches run on.
+struct RouteState {
+    route: Route,
+    pool: Arc<RoutePool>,
+    /// Upstream fetches are I/O-bound: each holds one upstream connection
+    /// for its whole exchange, so a route gets one thread per connection
+    /// its upstreams allow, and no more (a thread beyond them would only
+    /// wait for a connection). Not the cache's compute lane: that has one
+    /// thread per CPU for CPU-bound work, and a few slow upstreams would
+    /// take every one of them, starving the app's computations, while
+    /// the upstreams themselves sat half idle. A route of its own also
+    /// keeps one route's slow upstream from queueing another's fetches.
+    lane: Lane,
+}
+
 impl<H: Handler> Proxy<H> {
-    /// Serves `config`'s routes, and `app` for every other path.
-    pub fn new(config: ProxyConfig, app: H) -> Proxy<H> {
-        Proxy { config, app }
+    /// Serves `config`'s routes (see [`Config::proxy_config`]), keeping
+    /// responses in `cache`, with the server's head limits for upstream
+    /// responses and `max-waiting` as each route's fetch queue, and `app`
+    /// for every other path.
+    pub fn new(config: &Config, _cache: ResponseCache, app: H) -> Proxy<H> {
+        let proxy = config.proxy_config();
+        let mut peers = Peers::default();
+        let routes = proxy
+            .routes
+            .iter()
+            .map(|route| {
+                let list: Vec<_> = route
+                    .upstreams
+                    .iter()
+                    .map(|u| peers.get(u, proxy.max_connections))
+                    .collect();
+                let threads = list.len().saturating_mul(proxy.max_connections);
+                RouteState {
+                    route: route.clone(),
+                    pool: Arc::new(RoutePool::new(list)),
+                    lane: Lane::new(threads, config.max_waiting),
+                }
+            })
+            .collect();
+        Proxy {
+            shared: Arc::new(Shared {
+                limits: ResponseLimits {
+                    max_head_bytes: config.max_head_bytes,
+                    max_headers: config.max_headers,
+                },
+                buffer: config.cache_max_entry_bytes,
+                config: proxy,
+                routes,
+                peers,
+            }),
+            app,
+        }
     }
 
-    /// The route `path` goes to, if any.
-    pub fn route(&self, path: &str) -> Option<&Route> {
-        route::longest_match(&self.config.routes, path)
+    /// Every upstream of every route, each once, with its counters.
+    pub fn upstreams(&self) -> &[Arc<pool::Peer>] {
+        self.shared.peers.all()
+    }
+
+    fn route(&self, path: &str) -> Option<&RouteState> {
+        let route = route::longest_match(&self.shared.config.routes, path)?;
+        self.shared
+            .routes
+            .iter()
+            .find(|r| r.route.prefix == route.prefix)
     }
 }
 
 impl<H: Handler> Handler for Proxy<H> {
     fn handle(&self, req: &mut Request) -> Response {
-        match self.route(req.path()) {
-            Some(route) => Response::error(
-                502,
-                &format!("no upstream of {} is reachable yet", route.prefix),
-            ),
-            None => self.app.handle(req),
+        let Some(route) = self.route(req.path()) else {
+            return self.app.handle(req);
+        };
+        if forward::wants_websocket(req) {
+            return Response::error(501, "corral does not proxy WebSocket upgrades");
         }
+        pass(&self.shared, route, req)
     }
 
     fn wants_body(&self, method: &str, path: &str) -> bool {
         // A proxied request's body goes upstream, which decides.
         self.route(path).is_some() || self.app.wants_body(method, path)
+    }
+}
+
+/// The exchange that sends `req` upstream as `method`.
+fn exchange(shared: &Shared, req: &Request, method: &str, extra: &[(&str, &str)]) -> Exchange {
+    let config = &shared.config;
+    Exchange {
+        request: forward::request_bytes(req, method, extra),
+        head_request: method == "HEAD",
+        idempotent: forward::is_idempotent(method),
+        deadline: Instant::now() + config.timeout,
+        connect_timeout: config.connect_timeout,
+        limits: shared.limits,
+        buffer: shared.buffer,
+    }
+}
+
+/// Sends `req` upstream on its own and answers with whatever comes back.
+fn pass(shared: &Shared, route: &RouteState, req: &Request) -> Response {
+    let x = exchange(shared, req, req.method(), &[]);
+    let pool = route.pool.clone();
+    let (placeholder, reply) = Response::later();
+    let job = move || {
+        // Nobody waits any more (the client left, or its wait ended):
+        // the upstream need not be asked.
+        if !reply.is_wanted() {
+            return;
+        }
+        reply.send(match fetch::fetch(&pool, &x) {
+            Ok(fetched) => relay(fetched).with_header("X-Cache", "pass"),
+            Err(e) => failed(&e),
+        });
+    };
+    match route.lane.try_spawn(job) {
+        Ok(()) => placeholder,
+        Err(_) => busy(route),
+    }
+}
+
+/// The 503 for a route whose fetch queue is full.
+fn busy(route: &RouteState) -> Response {
+    log::debug!("{}: fetch queue full", route.route.prefix);
+    Response::error(503, "too many requests wait for the upstream; retry later")
+        .with_header("Retry-After", "1")
+}
+
+/// The client's response for a failed exchange.
+fn failed(e: &FetchError) -> Response {
+    Response::error(e.status, &e.reason)
+}
+
+/// An upstream's response as the client gets it: its status and
+/// end-to-end fields, and its body, streamed if it was too large to buffer.
+fn relay(fetched: Fetched) -> Response {
+    let resp = forward::response(fetched.head.status, &fetched.head.headers, &[]);
+    match fetched.rest {
+        Some(rest) => {
+            let body: Box<dyn Read + Send> = Box::new(Cursor::new(fetched.body).chain(rest));
+            resp.with_body(Body::Stream(body))
+        }
+        None => resp.with_body(fetched.body),
     }
 }

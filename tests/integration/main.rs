@@ -20,6 +20,8 @@ mod keepalive;
 mod overload;
 mod pipeline;
 mod protocol_errors;
+mod proxy;
 mod shutdown;
 mod slow_clients;
+mod upstream;
 mod waiting;
