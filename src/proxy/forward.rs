@@ -57,8 +57,10 @@ pub fn wants_websocket(req: &Request) -> bool {
 /// The request as it goes upstream: `method` (the client's, or GET for a
 /// HEAD that fills the cache), the target in origin form, `Host` kept, the
 /// hop-by-hop fields gone, the forwarding fields added, `extra` fields
-/// (validators of a revalidation) appended, the body with its length.
-pub fn request_bytes(req: &Request, method: &str, extra: &[(&str, &str)]) -> Vec<u8> {
+/// (validators of a revalidation) appended, the body with its length. A
+/// `fill` for the cache leaves out the client's conditionals and ranges:
+/// the response must be the whole one, for everyone.
+pub fn request_bytes(req: &Request, method: &str, extra: &[(&str, &str)], fill: bool) -> Vec<u8> {
     let headers = req.headers();
     let mut out = Vec::with_capacity(512 + req.body().len());
     // RFC 9112 §3.2.1: origin-form to an origin server, whatever form the
@@ -85,9 +87,13 @@ pub fn request_bytes(req: &Request, method: &str, extra: &[(&str, &str)]) -> Vec
             // Listed once, in order, with our hop appended.
             "x-forwarded-for" => append_list(&mut forwarded_for, value),
             "via" => append_list(&mut via, value),
-            // Conditionals of our own replace the client's on a
-            // revalidation, so the upstream answers what we asked.
-            "if-none-match" | "if-modified-since" if !extra.is_empty() => {}
+            "if-none-match"
+            | "if-modified-since"
+            | "if-match"
+            | "if-unmodified-since"
+            | "if-range"
+            | "range"
+                if fill => {}
             _ => push_field(&mut out, name, value),
         }
     }
@@ -211,7 +217,7 @@ mod tests {
     }
 
     fn text(req: &Request, method: &str) -> String {
-        String::from_utf8(request_bytes(req, method, &[])).unwrap()
+        String::from_utf8(request_bytes(req, method, &[], false)).unwrap()
     }
 
     #[test]
@@ -301,8 +307,13 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: h\r\nIf-None-Match: \"client\"\r\n\r\n",
             None,
         );
-        let out = String::from_utf8(request_bytes(&req, "GET", &[("If-None-Match", "\"ours\"")]))
-            .unwrap();
+        let out = String::from_utf8(request_bytes(
+            &req,
+            "GET",
+            &[("If-None-Match", "\"ours\"")],
+            true,
+        ))
+        .unwrap();
         assert!(
             out.contains("If-None-Match: \"ours\"") && !out.contains("client"),
             "{out}"

@@ -19,10 +19,12 @@
 //! `/healthz` keeps answering unless a route covers it; the operator's
 //! listener is never proxied.
 
+mod caching;
 pub mod fetch;
 pub mod forward;
 pub mod pool;
 pub mod route;
+pub mod rules;
 
 use std::io::{Cursor, Read};
 use std::sync::Arc;
@@ -121,6 +123,8 @@ struct Shared {
     /// Response bodies up to this are buffered (and may be stored); longer
     /// ones stream through.
     buffer: usize,
+    /// Where responses are kept: the app's cache.
+    cache: ResponseCache,
 }
 
 /// One route: its upstreams and the threads its fetches run on.
@@ -143,7 +147,7 @@ impl<H: Handler> Proxy<H> {
     /// responses in `cache`, with the server's head limits for upstream
     /// responses and `max-waiting` as each route's fetch queue, and `app`
     /// for every other path.
-    pub fn new(config: &Config, _cache: ResponseCache, app: H) -> Proxy<H> {
+    pub fn new(config: &Config, cache: ResponseCache, app: H) -> Proxy<H> {
         let proxy = config.proxy_config();
         let mut peers = Peers::default();
         let routes = proxy
@@ -173,6 +177,7 @@ impl<H: Handler> Proxy<H> {
                 config: proxy,
                 routes,
                 peers,
+                cache,
             }),
             app,
         }
@@ -183,12 +188,13 @@ impl<H: Handler> Proxy<H> {
         self.shared.peers.all()
     }
 
-    fn route(&self, path: &str) -> Option<&RouteState> {
+    /// The index of the route `path` goes to, if any.
+    fn route(&self, path: &str) -> Option<usize> {
         let route = route::longest_match(&self.shared.config.routes, path)?;
         self.shared
             .routes
             .iter()
-            .find(|r| r.route.prefix == route.prefix)
+            .position(|r| r.route.prefix == route.prefix)
     }
 }
 
@@ -200,7 +206,12 @@ impl<H: Handler> Handler for Proxy<H> {
         if forward::wants_websocket(req) {
             return Response::error(501, "corral does not proxy WebSocket upgrades");
         }
-        pass(&self.shared, route, req)
+        match req.method() {
+            // RFC 9111 §3: only GET responses are stored; a HEAD is served
+            // from the GET's entry.
+            "GET" | "HEAD" => caching::serve(&self.shared, route, req),
+            _ => pass(&self.shared, route, req),
+        }
     }
 
     fn wants_body(&self, method: &str, path: &str) -> bool {
@@ -209,11 +220,19 @@ impl<H: Handler> Handler for Proxy<H> {
     }
 }
 
-/// The exchange that sends `req` upstream as `method`.
-fn exchange(shared: &Shared, req: &Request, method: &str, extra: &[(&str, &str)]) -> Exchange {
+/// The exchange that sends `req` upstream as `method`, with `extra`
+/// fields; a `fill` (for the cache) leaves out the client's conditionals
+/// and ranges, so the upstream sends the whole response to keep.
+fn exchange(
+    shared: &Shared,
+    req: &Request,
+    method: &str,
+    extra: &[(&str, &str)],
+    fill: bool,
+) -> Exchange {
     let config = &shared.config;
     Exchange {
-        request: forward::request_bytes(req, method, extra),
+        request: forward::request_bytes(req, method, extra, fill),
         head_request: method == "HEAD",
         idempotent: forward::is_idempotent(method),
         deadline: Instant::now() + config.timeout,
@@ -223,31 +242,41 @@ fn exchange(shared: &Shared, req: &Request, method: &str, extra: &[(&str, &str)]
     }
 }
 
-/// Sends `req` upstream on its own and answers with whatever comes back.
-fn pass(shared: &Shared, route: &RouteState, req: &Request) -> Response {
-    let x = exchange(shared, req, req.method(), &[]);
-    let pool = route.pool.clone();
+/// Sends a request that is not GET or HEAD upstream on its own, and
+/// answers with whatever comes back. A success invalidates the stored
+/// response for its target (RFC 9111 §4.4).
+fn pass(shared: &Arc<Shared>, route: usize, req: &Request) -> Response {
+    let x = exchange(shared, req, req.method(), &[], false);
+    let key = caching::key(req);
+    let shared = shared.clone();
     let (placeholder, reply) = Response::later();
-    let job = move || {
-        // Nobody waits any more (the client left, or its wait ended):
-        // the upstream need not be asked.
-        if !reply.is_wanted() {
-            return;
+    let job = {
+        let shared = shared.clone();
+        move || {
+            // Nobody waits any more (the client left, or its wait ended):
+            // the upstream need not be asked.
+            if !reply.is_wanted() {
+                return;
+            }
+            reply.send(match fetch::fetch(&shared.routes[route].pool, &x) {
+                Ok(fetched) => {
+                    if fetched.head.status < 400 {
+                        shared.cache.invalidate(&key);
+                    }
+                    relay(fetched).with_header("X-Cache", "pass")
+                }
+                Err(e) => failed(&e),
+            });
         }
-        reply.send(match fetch::fetch(&pool, &x) {
-            Ok(fetched) => relay(fetched).with_header("X-Cache", "pass"),
-            Err(e) => failed(&e),
-        });
     };
-    match route.lane.try_spawn(job) {
+    match shared.routes[route].lane.try_spawn(job) {
         Ok(()) => placeholder,
-        Err(_) => busy(route),
+        Err(_) => busy(),
     }
 }
 
 /// The 503 for a route whose fetch queue is full.
-fn busy(route: &RouteState) -> Response {
-    log::debug!("{}: fetch queue full", route.route.prefix);
+fn busy() -> Response {
     Response::error(503, "too many requests wait for the upstream; retry later")
         .with_header("Retry-After", "1")
 }

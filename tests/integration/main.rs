@@ -21,6 +21,7 @@ mod overload;
 mod pipeline;
 mod protocol_errors;
 mod proxy;
+mod proxy_cache;
 mod shutdown;
 mod slow_clients;
 mod upstream;

@@ -77,6 +77,10 @@ pub struct Upstream {
     conns: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     join: Option<JoinHandle<()>>,
+    /// Every connection accepted, to be shut down when the upstream is
+    /// dropped: a dropped upstream is a dead one, kept-alive connections
+    /// included.
+    open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl Upstream {
@@ -89,17 +93,30 @@ impl Upstream {
         let conns = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let answer: Arc<Answer> = Arc::new(answer);
+        let open = Arc::new(Mutex::new(Vec::new()));
         let join = {
             let (seen, conns, stop) = (seen.clone(), conns.clone(), stop.clone());
+            let open = open.clone();
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(SeqCst) {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
+                    if let Ok(clone) = stream.try_clone() {
+                        open.lock().unwrap().push(clone);
+                    }
                     let n = conns.fetch_add(1, SeqCst) + 1;
                     let (seen, answer) = (seen.clone(), answer.clone());
-                    std::thread::spawn(move || serve(stream, n, &seen, &*answer));
+                    std::thread::spawn(move || {
+                        // The clone kept for `Drop` holds the socket
+                        // open: end the connection explicitly.
+                        let end = stream.try_clone();
+                        serve(stream, n, &seen, &*answer);
+                        if let Ok(end) = end {
+                            let _ = end.shutdown(std::net::Shutdown::Both);
+                        }
+                    });
                 }
             })
         };
@@ -109,6 +126,7 @@ impl Upstream {
             conns,
             stop,
             join: Some(join),
+            open,
         }
     }
 
@@ -140,6 +158,9 @@ impl Drop for Upstream {
         let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
         if let Some(join) = self.join.take() {
             let _ = join.join();
+        }
+        for conn in self.open.lock().unwrap().drain(..) {
+            let _ = conn.shutdown(std::net::Shutdown::Both);
         }
     }
 }
