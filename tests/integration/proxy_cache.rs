@@ -391,3 +391,56 @@ fn bodies_cut_short_or_too_large_are_not_stored() {
     assert_eq!(big, 2);
     // Waiters were never involved here; a thread per test is enough.
 }
+
+/// End to end through `examples/upstream.py`, the README's two commands:
+/// many clients at once on one cold key cost the app one computation.
+/// Ignored for now: in this harness the app's connection closes before it
+/// answers (by hand, `corral --proxy` in front of it answers); to be
+/// found out.
+#[test]
+#[ignore = "the app closes the proxied connection in this harness; see the doc"]
+fn many_clients_cost_the_example_app_one_computation() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/upstream.py");
+    let Ok(mut child) = Command::new("python3")
+        .args([script, "0", "--delay", "0.3"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("python3 is not installed; skipped");
+        return;
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stderr = child.stderr.take().expect("stderr");
+    let child = Kill(child);
+    let mut line = String::new();
+    BufReader::new(stderr)
+        .read_line(&mut line)
+        .expect("the app's first line");
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let server = start_proxy(&[format!("/={addr}")], |_| {});
+    let n = 40;
+    let mut clients = stampede(&server, "/primes?below=1000", n);
+    for c in &mut clients {
+        let r = c.response();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().ends_with("997\n"));
+    }
+    let count = server.connect().get("/count");
+    assert_eq!(count.text(), "1\n", "computations in the app");
+    drop(child);
+}
