@@ -14,6 +14,7 @@
 //! - `Cache-Control`, `Age` (seconds since the value was computed), and
 //!   `X-Cache: hit|miss|coalesced|stale`.
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::Hasher;
@@ -27,13 +28,26 @@ use crate::cache::{self, Cache, CacheConfig, LookupOutcome};
 use crate::http::{Body, Request, Response};
 
 /// A response body kept in the cache in its final form.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CachedBody {
     bytes: Arc<[u8]>,
     content_type: Arc<str>,
     etag: Arc<str>,
     created: Instant,
     headers: Arc<[(String, String)]>,
+    /// What a layer above keeps with the entry (the proxy's status, fields
+    /// and freshness); `None` for the app's values.
+    extra: Option<Arc<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for CachedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedBody")
+            .field("bytes", &self.bytes.len())
+            .field("content_type", &self.content_type)
+            .field("etag", &self.etag)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Bytes a stored entry costs beyond its body: the key, the ETag, the
@@ -53,7 +67,25 @@ impl CachedBody {
             content_type: content_type.into(),
             created: Instant::now(),
             headers: Arc::from(Vec::new()),
+            extra: None,
         }
+    }
+
+    /// Replaces the computed ETag with `etag` (an upstream's own).
+    pub fn with_etag(mut self, etag: &str) -> CachedBody {
+        self.etag = etag.into();
+        self
+    }
+
+    /// Keeps `extra` with the entry, for the layer that made it.
+    pub fn with_extra(mut self, extra: Arc<dyn Any + Send + Sync>) -> CachedBody {
+        self.extra = Some(extra);
+        self
+    }
+
+    /// What [`CachedBody::with_extra`] kept, if it is a `T`.
+    pub fn extra<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.extra.as_deref()?.downcast_ref()
     }
 
     /// Adds a header sent with every response of this body.
@@ -266,7 +298,7 @@ impl<'a> Conditions<'a> {
 }
 
 /// RFC 9110 §13.1.2: `*` or any listed tag matching by weak comparison.
-fn none_match(header: Option<&str>, etag: &str) -> bool {
+pub(crate) fn none_match(header: Option<&str>, etag: &str) -> bool {
     let Some(h) = header else { return false };
     let h = h.trim();
     if h == "*" {

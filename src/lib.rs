@@ -18,7 +18,7 @@
 //!
 //! The crate is a library with a product on top. The library ([`http`],
 //! [`conn`], [`server`], [`poller`], [`router`], [`cache`], [`cached`],
-//! [`config`], [`access`], [`metrics`], [`notify`]) serves handlers of your
+//! [`proxy`], [`config`], [`access`], [`metrics`], [`notify`]) serves handlers of your
 //! own and knows nothing of the product. The product, [`app`], is what the
 //! `corral` binary serves: the array service (its computations and
 //! encodings in [`app::arrays`]) and the operator's endpoints
@@ -97,6 +97,8 @@ pub mod router;
 pub mod cache;
 // Cache entries as HTTP responses: ETag, 304, Range, X-Cache.
 pub mod cached;
+// The reverse proxy: routes to upstreams, their pool, RFC 9111 caching.
+pub mod proxy;
 // Every limit and timeout, its default, and where a value comes from.
 pub mod config;
 // The access log, in the Combined Log Format.

@@ -25,6 +25,7 @@ use corral::cached::{self, ResponseCache};
 use corral::config::{self, AccessLogTarget, Command, Config};
 use corral::metrics::Metrics;
 use corral::notify::{self, Notifier};
+use corral::proxy::Proxy;
 use corral::server::Server;
 use hooks::Hooks;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -162,11 +163,14 @@ fn run(config: Config, hooks: Hooks) -> Result<ExitCode, Box<dyn std::error::Err
             },
         );
     }
+    // The proxy answers its routes' paths and hands the rest to the app
+    // (all of them when there are no routes).
+    let public = Proxy::new(&config, cache.clone(), app);
     let mut server = if public_fds.is_empty() {
-        Server::bind(config, app)?
+        Server::bind(config, public)?
     } else {
         let listeners = public_fds.into_iter().map(|a| a.listener).collect();
-        Server::from_listeners(listeners, config, app)?
+        Server::from_listeners(listeners, config, public)?
     };
     let admin_listener = match (admin_fd, admin_listen) {
         (Some(passed), _) => Some(passed.listener),

@@ -206,10 +206,12 @@
 //! `map` (the map, its in-flight slots and remembered failures, and what a
 //! lookup decides and does), `sieve` (the stored entries in SIEVE's
 //! queue), `waits_for` (cycle detection), `permits` (compute permits),
-//! `lane` (the compute lane's threads and queue), `counters` ([`Stats`] and
-//! the striped hit counter) and `tests`.
+//! `lane` (the compute lane's threads and queue), `fill` (single flight for
+//! values from the caller's own I/O: [`Cache::fill`]), `counters`
+//! ([`Stats`] and the striped hit counter) and `tests`.
 
 mod counters;
+mod fill;
 mod lane;
 mod map;
 mod permits;
@@ -228,6 +230,7 @@ use std::thread;
 use std::time::Duration;
 
 pub use counters::Stats;
+pub use fill::{Fill, Filler, Joiner};
 pub use lane::{Job, Lane};
 
 use crate::unwind::{read, write};

@@ -66,6 +66,7 @@ use crate::app::AppLimits;
 use crate::cache::CacheConfig;
 use crate::conn::Timeouts;
 use crate::http::Limits;
+use crate::proxy::{ProxyConfig, Route};
 use options::{MAX_WORKERS, OPTIONS};
 use values::format_duration;
 
@@ -186,6 +187,20 @@ pub struct Config {
     pub max_pixels: usize,
     /// Largest `max_iter` of `/mandelbrot`.
     pub max_iterations: u32,
+    /// Proxy routes: path prefixes and their upstreams.
+    pub proxy: Vec<Route>,
+    /// Connecting to an upstream must take no longer.
+    pub proxy_connect_timeout: Duration,
+    /// A whole upstream exchange must take no longer (then 504).
+    pub proxy_timeout: Duration,
+    /// Connections to one upstream at most.
+    pub proxy_max_connections: usize,
+    /// How long a response without explicit freshness is kept.
+    pub proxy_default_ttl: Duration,
+    /// How long an expired entry is served while it is refreshed.
+    pub proxy_grace: Duration,
+    /// How long an expired entry is served when the upstream fails.
+    pub proxy_stale_if_error: Duration,
 }
 
 /// Where access log lines go.
@@ -206,6 +221,7 @@ impl Default for Config {
         let timeouts = Timeouts::default();
         let cache = CacheConfig::default();
         let app = AppLimits::default();
+        let proxy = ProxyConfig::default();
         Config {
             listen: vec![DEFAULT_LISTEN],
             workers: default_workers(),
@@ -237,6 +253,13 @@ impl Default for Config {
             max_primes_below: app.max_primes_below,
             max_pixels: app.max_pixels,
             max_iterations: app.max_iterations,
+            proxy: proxy.routes,
+            proxy_connect_timeout: proxy.connect_timeout,
+            proxy_timeout: proxy.timeout,
+            proxy_max_connections: proxy.max_connections,
+            proxy_default_ttl: proxy.default_ttl,
+            proxy_grace: proxy.grace,
+            proxy_stale_if_error: proxy.stale_if_error,
         }
     }
 }
@@ -277,6 +300,15 @@ impl Config {
                 "park-timeout ({}) must be shorter than idle-timeout ({})",
                 format_duration(&self.park_timeout),
                 format_duration(&self.idle_timeout),
+            )));
+        }
+        // A proxied request waits parked for at most cache-wait-timeout:
+        // a longer upstream deadline would answer its 504 to nobody.
+        if !self.proxy.is_empty() && self.proxy_timeout >= self.cache_wait_timeout {
+            return Err(ConfigError::Invalid(format!(
+                "proxy-timeout ({}) must be shorter than cache-wait-timeout ({})",
+                format_duration(&self.proxy_timeout),
+                format_duration(&self.cache_wait_timeout),
             )));
         }
         // The operator's endpoints must never be reachable on the public port.
@@ -320,6 +352,19 @@ impl Config {
             error_ttl: self.cache_error_ttl,
             compute_concurrency: self.compute_concurrency,
             max_queued: self.compute_queue,
+        }
+    }
+
+    /// The proxy's routes, deadlines and caching windows.
+    pub fn proxy_config(&self) -> ProxyConfig {
+        ProxyConfig {
+            routes: self.proxy.clone(),
+            connect_timeout: self.proxy_connect_timeout,
+            timeout: self.proxy_timeout,
+            max_connections: self.proxy_max_connections,
+            default_ttl: self.proxy_default_ttl,
+            grace: self.proxy_grace,
+            stale_if_error: self.proxy_stale_if_error,
         }
     }
 

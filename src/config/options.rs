@@ -9,6 +9,7 @@ use super::values::{
     parse_admin_listen, parse_log_level, size_in, timeout,
 };
 use super::{Config, MIN_DEFAULT_WORKERS, WORKERS_PER_CPU};
+use crate::proxy::route::{add_routes, format_routes};
 
 // ---------------------------------------------------------------------------
 // Bounds. Each says what it protects. The ceiling of every duration,
@@ -204,6 +205,20 @@ pub(super) static OPTIONS: &[OptSpec] = options![
         "largest width × height that /mandelbrot accepts";
     "max-iterations" N limit max_iterations: count_u32(1, MAX_ITERATIONS) => format_count,
         "largest max_iter that /mandelbrot accepts";
+    "proxy" ROUTE list proxy: add_routes() => format_routes,
+        "PREFIX=UPSTREAM[,UPSTREAM...]: send paths under PREFIX to IP:PORT or unix:/path upstreams; repeatable";
+    "proxy-connect-timeout" DURATION limit proxy_connect_timeout: timeout() => format_duration,
+        "connecting to an upstream must take no longer (then the next upstream is tried)";
+    "proxy-timeout" DURATION limit proxy_timeout: timeout() => format_duration,
+        "a whole upstream exchange must take no longer (then 504)";
+    "proxy-max-connections" N limit proxy_max_connections: count_in(1, MAX_WORKERS) => format_count,
+        "connections to one upstream at most; more requests queue";
+    "proxy-default-ttl" DURATION limit proxy_default_ttl: bounded_duration() => format_duration,
+        "how long a response without Cache-Control max-age or Expires is kept; 0 keeps none";
+    "proxy-grace" DURATION limit proxy_grace: bounded_duration() => format_duration,
+        "serve an expired entry this long while one refresh runs (unless the upstream says)";
+    "proxy-stale-if-error" DURATION limit proxy_stale_if_error: bounded_duration() => format_duration,
+        "serve an expired entry this long when the upstream fails (unless the upstream says)";
 ];
 
 /// The index of the option called `name` in `OPTIONS`.

@@ -285,7 +285,7 @@ fn every_timeout_refuses_zero() {
         .map(|o| o.name)
         .filter(|n| n.ends_with("-timeout"))
         .collect();
-    assert_eq!(timeouts.len(), 7);
+    assert_eq!(timeouts.len(), 9);
     for name in timeouts {
         let e = fails(&[&format!("--{name}=0s")], &[], None);
         assert!(e.contains("greater than zero"), "{name}: {e}");
@@ -478,4 +478,64 @@ fn option_names_are_unique_and_well_formed() {
         assert!(!META_FLAGS.contains(&opt.name));
         assert!(OPTIONS[i + 1..].iter().all(|o| o.name != opt.name));
     }
+}
+
+#[test]
+fn proxy_routes_from_every_source() {
+    let routes = |c: &Config| crate::proxy::route::format_routes(&c.proxy);
+    let c = run(
+        &[
+            "--proxy",
+            "/=127.0.0.1:8000",
+            "--proxy=/api=127.0.0.1:1,unix:/run/a.sock",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(
+        routes(&c),
+        "/=127.0.0.1:8000 /api=127.0.0.1:1,unix:/run/a.sock"
+    );
+    let file = "proxy = /a=127.0.0.1:1\nproxy = /b=127.0.0.1:2 /c=127.0.0.1:3\n";
+    let c = run(&["--config", "corral.conf"], &[], Some(file));
+    assert_eq!(routes(&c), "/a=127.0.0.1:1 /b=127.0.0.1:2 /c=127.0.0.1:3");
+    let c = run(&[], &[("CORRAL_PROXY", "/x=[::1]:9")], Some(file));
+    assert_eq!(routes(&c), "/x=[::1]:9");
+    let line = fails(&["--proxy", "/a=localhost:80"], &[], None);
+    assert!(
+        line.contains("--proxy") && line.contains("host names"),
+        "{line}"
+    );
+    let line = fails(
+        &["--proxy", "/a=127.0.0.1:1", "--proxy", "/a=127.0.0.1:2"],
+        &[],
+        None,
+    );
+    assert!(line.contains("two routes"), "{line}");
+}
+
+#[test]
+fn proxy_timeout_must_be_below_the_wait_timeout() {
+    let line = fails(
+        &["--proxy", "/=127.0.0.1:1", "--proxy-timeout", "30s"],
+        &[],
+        None,
+    );
+    assert!(line.contains("proxy-timeout"), "{line}");
+    // Without routes the proxy's deadline binds nothing.
+    run(&["--proxy-timeout", "30s"], &[], None);
+    let c = run(
+        &[
+            "--proxy=/=127.0.0.1:1",
+            "--proxy-timeout=1m",
+            "--cache-wait-timeout=2m",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(c.proxy_config().timeout, Duration::from_secs(60));
+    assert_eq!(
+        Config::default().proxy_config(),
+        crate::proxy::ProxyConfig::default()
+    );
 }

@@ -34,6 +34,10 @@
 //!   [`Conn`] and by a plain reference decoder written here; any
 //!   disagreement about where a request ends, what its body is, or whether
 //!   it is rejected, is a crash. This is how smuggling bugs show up.
+//! - [`upstream_response`]: any bytes as an upstream's response into the
+//!   proxy's parser, whole, split and one byte at a time: the same
+//!   verdict, the progress rule on every call, bounded buffering (in
+//!   `upstream`, beside its driver).
 //!
 //! The targets are here; their parts beside them: `choices` (the input read
 //! as choices), `driver` (a plain [`Conn`] driven as the connection loop
@@ -61,9 +65,12 @@ mod serve;
 #[cfg(test)]
 mod tests;
 mod transport;
+pub(crate) mod upstream;
 mod wait;
 #[cfg(test)]
 mod wait_tests;
+
+pub use upstream::upstream_response;
 
 use crate::http::request::{self, Framing};
 use crate::http::{BodyLimits, Decoder, Head, HeadLimits, Limits, Phase, Version};

@@ -7,7 +7,7 @@ use super::*;
 
 /// Runs every file in `fuzz/corpus/<name>/` through `target`, naming
 /// the file that fails.
-fn replay(name: &str, target: fn(&[u8])) {
+pub(super) fn replay(name: &str, target: fn(&[u8])) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus")
         .join(name);

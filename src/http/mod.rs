@@ -25,6 +25,7 @@ mod error;
 pub mod later;
 pub mod request;
 pub mod response;
+pub mod upstream;
 
 use std::net::SocketAddr;
 

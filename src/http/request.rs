@@ -349,6 +349,12 @@ fn framing(version: Version, headers: &Headers) -> Result<Framing, Error> {
     if !has_cl {
         return Ok(Framing::None);
     }
+    Ok(Framing::Length(content_length(headers)?.unwrap_or(0)))
+}
+
+/// The Content-Length of a message, if it has one; responses from
+/// upstreams are checked by this same function.
+pub(crate) fn content_length(headers: &Headers) -> Result<Option<u64>, Error> {
     // §6.3 rule 5: a list of identical values may be taken as one; anything
     // else is unrecoverable.
     let mut length = None;
@@ -369,7 +375,7 @@ fn framing(version: Version, headers: &Headers) -> Result<Framing, Error> {
             _ => length = Some(n),
         }
     }
-    Ok(Framing::Length(length.unwrap_or(0)))
+    Ok(length)
 }
 
 /// A complete request: head, body and where it came from. Handlers receive it.
