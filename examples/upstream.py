@@ -8,6 +8,8 @@ GET /primes?below=N   the primes below N as text, one per line
 GET /count            how many computations ran so far
 
 Standard library only; numpy is used for the sieve when it is installed.
+Single-threaded, HTTP/1.0: one connection at a time, closed after each
+response (see Handler).
 Each computation also sleeps --delay seconds (default 1), standing in for a
 real model or simulation, and says so on stderr.
 """
@@ -46,8 +48,12 @@ def primes_below(n):
 
 
 class Handler(BaseHTTPRequestHandler):
-    # Keep-alive, so corral's connection pool can reuse connections.
-    protocol_version = "HTTP/1.1"
+    # HTTP/1.0, http.server's default: one request per connection, closed
+    # after the response. This server is single-threaded and serves one
+    # connection at a time, so a keep-alive connection left idle in a
+    # proxy's pool would hold it and starve every other connection until
+    # it timed out. corral opens a connection per request to such an app.
+    protocol_version = "HTTP/1.0"
 
     def reply(self, status, body, cache_control):
         data = body.encode()
@@ -77,13 +83,24 @@ class Handler(BaseHTTPRequestHandler):
         time.sleep(DELAY)
         body = "".join(f"{p}\n" for p in primes_below(below))
         took = time.monotonic() - started
-        print(f"computed primes below {below} in {took:.2f}s "
-              f"(computation {COMPUTATIONS})", file=sys.stderr, flush=True)
         # The answer never changes: say so, and corral keeps it.
-        return self.reply(200, body, "public, max-age=3600")
+        self.reply(200, body, "public, max-age=3600")
+        # After the answer, and never fatal: with stderr gone (a closed
+        # pipe) the print would raise and the client would get nothing.
+        try:
+            print(f"computed primes below {below} in {took:.2f}s "
+                  f"(computation {COMPUTATIONS})", file=sys.stderr, flush=True)
+        except OSError:
+            pass
 
     def log_message(self, fmt, *args):
         pass
+
+
+class Server(HTTPServer):
+    # Connections wait in the listen backlog while one is served; the
+    # default of 5 would drop the SYNs of a burst of distinct requests.
+    request_queue_size = 1024
 
 
 def main():
@@ -93,7 +110,7 @@ def main():
     parser.add_argument("--delay", type=float, default=1.0)
     args = parser.parse_args()
     DELAY = args.delay
-    server = HTTPServer(("127.0.0.1", args.port), Handler)
+    server = Server(("127.0.0.1", args.port), Handler)
     print(f"upstream listening on 127.0.0.1:{server.server_address[1]}",
           file=sys.stderr, flush=True)
     server.serve_forever()
