@@ -104,6 +104,22 @@ pub struct Response {
     close: bool,
     /// Set on a placeholder from [`Response::later`].
     later: Option<Later>,
+    /// What a response to HEAD declares of the body it does not carry.
+    head_length: HeadLength,
+}
+
+/// The `Content-Length` of a response to HEAD, which carries no body to
+/// measure: RFC 9110 §9.3.2 asks for the fields a GET would have had, so a
+/// relayed HEAD must not claim `Content-Length: 0` for a body it never saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HeadLength {
+    /// The body's length, as for any response (the default).
+    #[default]
+    OfBody,
+    /// This many bytes, the length the GET's body has.
+    Known(u64),
+    /// Not known: no `Content-Length` at all.
+    Unknown,
 }
 
 impl Response {
@@ -115,6 +131,7 @@ impl Response {
             body: Body::Empty,
             close: false,
             later: None,
+            head_length: HeadLength::OfBody,
         }
     }
 
@@ -204,6 +221,13 @@ impl Response {
             return;
         }
         self.headers.push((name.to_owned(), value.to_owned()));
+    }
+
+    /// Sets the `Content-Length` this response declares when it answers a
+    /// HEAD, in place of its body's length; ignored for other methods.
+    pub fn with_head_length(mut self, length: HeadLength) -> Response {
+        self.head_length = length;
+        self
     }
 
     /// Asks for the connection to close after this response.
@@ -330,7 +354,11 @@ pub fn write_head(resp: &Response, req: RequestInfo, out: &mut Vec<u8>) -> HeadO
     // RFC 9110 §6.4.1: 1xx, 204 and 304 never carry content; HEAD gets the
     // fields a GET would have had, without the content (§9.3.2).
     let no_content = (100..200).contains(&status) || status == 204 || status == 304;
-    let len = resp.body.len();
+    let len = match (req.head_only, resp.head_length) {
+        (true, HeadLength::Known(n)) => Some(n),
+        (true, HeadLength::Unknown) => None,
+        _ => resp.body.len(),
+    };
     let mut framing = if no_content || req.head_only {
         BodyFraming::None
     } else {
@@ -464,6 +492,27 @@ mod tests {
         let (h, o) = head(&Response::text(200, "hello"), Version::Http11, true, true);
         assert!(h.contains("Content-Length: 5\r\n"));
         assert_eq!(o.framing, BodyFraming::None);
+    }
+
+    #[test]
+    fn a_head_length_stands_in_for_the_body_only_for_head() {
+        let relayed = |length| Response::new(200).with_head_length(length);
+        let (h, o) = head(&relayed(HeadLength::Known(70)), Version::Http11, true, true);
+        assert!(h.contains("Content-Length: 70\r\n"), "{h}");
+        assert_eq!((o.framing, o.keep_alive), (BodyFraming::None, true));
+        let (h, o) = head(&relayed(HeadLength::Unknown), Version::Http11, true, true);
+        assert!(!h.contains("Content-Length") && !h.contains("Transfer-Encoding"));
+        assert_eq!((o.framing, o.keep_alive), (BodyFraming::None, true));
+        let (h, _) = head(
+            &relayed(HeadLength::Known(70)),
+            Version::Http11,
+            false,
+            true,
+        );
+        assert!(
+            h.contains("Content-Length: 0\r\n"),
+            "a GET sends its body: {h}"
+        );
     }
 
     #[test]

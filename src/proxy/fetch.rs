@@ -401,6 +401,17 @@ impl BodyStream {
     }
 }
 
+impl Drop for BodyStream {
+    /// A body left unread (the client went away, or asked with HEAD) ends
+    /// mid-message: its connection cannot be reused, and must be counted
+    /// closed.
+    fn drop(&mut self) {
+        if let (Some(lease), Some(conn)) = (&self.lease, self.conn.take()) {
+            lease.discard(conn);
+        }
+    }
+}
+
 impl Read for BodyStream {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         // Each pass hands bytes over, ends, or decodes more; decoding

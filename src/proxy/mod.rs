@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use crate::cache::Lane;
 use crate::cached::ResponseCache;
 use crate::config::Config;
-use crate::http::upstream::ResponseLimits;
-use crate::http::{Body, Request, Response};
+use crate::http::upstream::{ResponseFraming, ResponseLimits};
+use crate::http::{Body, HeadLength, Request, Response};
 use crate::router::Handler;
 use fetch::{Exchange, FetchError, Fetched};
 use pool::{Peers, RoutePool};
@@ -289,7 +289,8 @@ fn failed(e: &FetchError) -> Response {
 /// An upstream's response as the client gets it: its status and
 /// end-to-end fields, and its body, streamed if it was too large to buffer.
 fn relay(fetched: Fetched) -> Response {
-    let resp = forward::response(fetched.head.status, &fetched.head.headers, &[]);
+    let resp = forward::response(fetched.head.status, &fetched.head.headers, &[])
+        .with_head_length(head_length(&fetched));
     match fetched.rest {
         Some(rest) => {
             let body: Box<dyn Read + Send> = Box::new(Cursor::new(fetched.body).chain(rest));
@@ -297,4 +298,22 @@ fn relay(fetched: Fetched) -> Response {
         }
         None => resp.with_body(fetched.body),
     }
+}
+
+/// What a HEAD client is told of the length: the body's, when it is here
+/// whole; else the upstream's `Content-Length` (a HEAD sent upstream, a
+/// body too large to buffer), or none when the upstream gave none.
+fn head_length(fetched: &Fetched) -> HeadLength {
+    let whole = fetched.rest.is_none() && fetched.head.framing != ResponseFraming::None;
+    if whole {
+        return HeadLength::OfBody;
+    }
+    // The parser has checked the field: one value, or a list of identical
+    // ones (RFC 9112 §6.3).
+    let declared = fetched
+        .head
+        .headers
+        .get("content-length")
+        .and_then(|v| v.split(',').next().and_then(|n| n.trim().parse().ok()));
+    declared.map_or(HeadLength::Unknown, HeadLength::Known)
 }

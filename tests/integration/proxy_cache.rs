@@ -110,6 +110,48 @@ fn head_is_served_from_the_get_entry() {
 }
 
 #[test]
+fn a_head_sent_upstream_keeps_the_upstreams_length() {
+    let up = Upstream::start(|req, _| {
+        let chunked = req.target == "/chunked";
+        let mut out = String::from("HTTP/1.1 200 OK\r\nCache-Control: no-store\r\n");
+        out.push_str(if chunked {
+            "Transfer-Encoding: chunked\r\n\r\n"
+        } else {
+            "Content-Length: 12\r\n\r\n"
+        });
+        if req.method == "GET" {
+            out.push_str(if chunked {
+                "3\r\nabc\r\n0\r\n\r\n"
+            } else {
+                "twelve bytes"
+            });
+        }
+        Reply::Send(out.into_bytes())
+    });
+    let server = start(&up);
+    let mut c = server.connect();
+    // The first GET marks the key pass; the HEADs after it go upstream as
+    // HEADs, and their answers carry no body to measure.
+    assert_eq!(cache(&c.get("/sized")), "pass");
+    let head = c.head("/sized");
+    assert_eq!(
+        (head.status, cache(&head), head.header("content-length")),
+        (200, "pass", Some("12"))
+    );
+    assert_eq!(cache(&c.get("/chunked")), "pass");
+    let head = c.head("/chunked");
+    assert_eq!((head.status, head.header("content-length")), (200, None));
+    assert_eq!(head.header("transfer-encoding"), None);
+    let methods: Vec<String> = up.seen().iter().map(|s| s.method.clone()).collect();
+    assert_eq!(methods, ["GET", "HEAD", "GET", "HEAD"]);
+    assert_eq!(
+        c.get("/sized").text(),
+        "twelve bytes",
+        "the connection goes on"
+    );
+}
+
+#[test]
 fn responses_that_may_not_be_shared_are_not_stored() {
     for field in [
         "Cache-Control: no-store",
