@@ -90,9 +90,11 @@ where
                         drop(map);
                         return Fill::Join(self.joiner(slot), Some(stale));
                     }
-                    if map.failures.contains_key(key) {
-                        let error = Error::Failed("the last fill failed moments ago".into());
-                        return Fill::Failed(error, Some(stale));
+                    // The remembered error itself, so the caller can say
+                    // why (an expired entry that may not stand in for it
+                    // is answered with it).
+                    if let Some(failure) = map.failures.get(key) {
+                        return Fill::Failed(failure.error.clone(), Some(stale));
                     }
                 }
                 Step::Failed(error) => return Fill::Failed(error, None),

@@ -514,7 +514,7 @@ fn answer<V>(done: Done<V>, result: Result<V, Error>, outcome: LookupOutcome) {
 
 /// A remembered failure.
 pub(super) struct Failure {
-    error: Error,
+    pub(super) error: Error,
     /// `None` if `error_ttl` is too long to add to now: never.
     expires: Option<Instant>,
 }

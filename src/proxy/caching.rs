@@ -649,17 +649,19 @@ impl Lookup {
 }
 
 /// A cache error as the fetch error it stands for: a fill's failure text
-/// is the fetch error's own (`"504 ..."`), anything else a 503.
+/// is the fetch error's own (`"504 the upstream did not answer in time"`)
+/// or another reason for a 502; anything else is a 503.
 fn failure(e: &Error) -> FetchError {
     match e {
         Error::Failed(text) => {
-            let status = match text.get(..4) {
-                Some("504 ") => 504,
-                _ => 502,
+            let (status, reason) = match text.split_once(' ') {
+                Some(("504", reason)) => (504, reason),
+                Some(("502", reason)) => (502, reason),
+                _ => (502, &**text),
             };
             FetchError {
                 status,
-                reason: text.get(4..).unwrap_or(text).to_owned(),
+                reason: reason.to_owned(),
             }
         }
         _ => FetchError {

@@ -381,6 +381,25 @@ fn stale_if_error_covers_5xx_and_a_dead_upstream() {
 }
 
 #[test]
+fn an_expired_entry_meeting_a_remembered_failure_says_why() {
+    let up = Upstream::always(ok("old", &["Cache-Control: max-age=0"]));
+    let server = start_proxy(&[route("/", &up)], |c| {
+        c.cache_error_ttl = Duration::from_secs(60);
+    });
+    let mut c = server.connect();
+    assert_eq!(c.get("/e").text(), "old");
+    drop(up);
+    // The first refresh fails and is remembered (`--cache-error-ttl`); the
+    // second meets that memory, and both say what went wrong.
+    let first = c.get("/e");
+    let second = c.get("/e");
+    for r in [&first, &second] {
+        assert_eq!(r.status, 502, "{}", r.text());
+        assert!(r.text().contains("cannot connect"), "{}", r.text());
+    }
+}
+
+#[test]
 fn must_revalidate_is_504_when_the_upstream_is_unreachable() {
     let up = Upstream::always(ok(
         "old",
