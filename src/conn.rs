@@ -685,6 +685,7 @@ fn send<T: Transport, C: Clock>(
             referer: req.header("referer"),
             user_agent: req.header("user-agent"),
             micros: done.saturating_duration_since(started).as_micros(),
+            upstream_micros: resp.upstream_time().map(|t| t.as_micros()),
         });
     }
     c.last_progress = done;

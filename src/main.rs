@@ -166,6 +166,7 @@ fn run(config: Config, hooks: Hooks) -> Result<ExitCode, Box<dyn std::error::Err
     // The proxy answers its routes' paths and hands the rest to the app
     // (all of them when there are no routes).
     let public = Proxy::new(&config, cache.clone(), app);
+    let upstreams = public.upstream_stats();
     let mut server = if public_fds.is_empty() {
         Server::bind(config, public)?
     } else {
@@ -186,6 +187,7 @@ fn run(config: Config, hooks: Hooks) -> Result<ExitCode, Box<dyn std::error::Err
             routes,
             started,
             workers,
+            upstreams,
         });
         let addr = server.add_listener(listener, admin)?;
         log::info!("operator endpoints (/metrics, /status, /cache/purge) on {addr}");

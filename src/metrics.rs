@@ -206,6 +206,11 @@ impl Histogram {
         self.count.load(Relaxed)
     }
 
+    /// The observations added up.
+    pub fn sum(&self) -> Duration {
+        Duration::from_micros(self.sum_micros.load(Relaxed))
+    }
+
     /// Appends the `_bucket`, `_sum` and `_count` lines of `name` with the
     /// given label set (`route="GET /"`), buckets cumulative as the format
     /// requires.

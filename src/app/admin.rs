@@ -2,9 +2,10 @@
 //! (`--admin-listen`) and never on the public port:
 //!
 //! - `GET /metrics`: the Prometheus text exposition format (0.0.4): server,
-//!   pool, connection and cache counters, and handler time per route;
+//!   pool, connection and cache counters, handler time per route, and the
+//!   proxy's upstreams;
 //! - `GET /status`: a page for people: uptime, traffic, workers, connections,
-//!   the cache and its largest entries;
+//!   the cache and its largest entries, the upstreams;
 //! - `POST /cache/purge`: drops every entry, `?key=K` one, or `?prefix=P`
 //!   those that start with P.
 //!
@@ -18,6 +19,7 @@ use std::time::Instant;
 use crate::cached::ResponseCache;
 use crate::http::{Request, Response};
 use crate::metrics::{write_family, Metrics};
+use crate::proxy::UpstreamStats;
 use crate::router::{RouteStats, Router};
 
 /// What the operator's endpoints report on.
@@ -33,6 +35,8 @@ pub struct AdminState {
     pub started: Instant,
     /// The size of the worker pool.
     pub workers: usize,
+    /// The proxy's upstreams (empty when nothing is proxied).
+    pub upstreams: UpstreamStats,
 }
 
 /// The admin routes.
@@ -161,6 +165,7 @@ pub fn prometheus(s: &AdminState) -> String {
         let _ = writeln!(out, "{name} {value}");
     }
     s.routes.render_prometheus(&mut out);
+    s.upstreams.render_prometheus(&mut out);
     out
 }
 
@@ -278,7 +283,37 @@ fn status_page(s: &AdminState) -> String {
             mib(bytes)
         );
     }
-    out.push_str("</table></body></html>\n");
+    out.push_str("</table>");
+    let upstreams = s.upstreams.rows();
+    if !upstreams.is_empty() {
+        out.push_str(
+            "<h2>Upstreams</h2><table><tr><th>route</th><th>upstream</th><th>state</th>\
+             <th>requests</th><th>failures</th><th>in flight</th><th>connections</th>\
+             <th>mean response</th></tr>",
+        );
+        for u in upstreams {
+            let _ = write!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
+                 <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+                 <td class=\"n\">{:.1} ms</td></tr>",
+                html(&u.route),
+                html(&u.upstream),
+                if u.down {
+                    "skipped after a failure"
+                } else {
+                    "up"
+                },
+                u.requests,
+                u.failures,
+                u.in_flight,
+                u.connections,
+                u.mean_seconds * 1000.0
+            );
+        }
+        out.push_str("</table>");
+    }
+    out.push_str("</body></html>\n");
     out
 }
 

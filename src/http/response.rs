@@ -6,6 +6,7 @@
 use std::fmt;
 use std::io::Read;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::date::with_http_date;
 use super::later::{self, Later, Reply};
@@ -106,6 +107,8 @@ pub struct Response {
     later: Option<Later>,
     /// What a response to HEAD declares of the body it does not carry.
     head_length: HeadLength,
+    /// Time spent on an upstream for it, for the access log.
+    upstream_time: Option<Duration>,
 }
 
 /// The `Content-Length` of a response to HEAD, which carries no body to
@@ -132,6 +135,7 @@ impl Response {
             close: false,
             later: None,
             head_length: HeadLength::OfBody,
+            upstream_time: None,
         }
     }
 
@@ -228,6 +232,18 @@ impl Response {
     pub fn with_head_length(mut self, length: HeadLength) -> Response {
         self.head_length = length;
         self
+    }
+
+    /// Records the time an upstream took to produce this response, which
+    /// the access log shows (a proxied miss; a hit has none).
+    pub fn with_upstream_time(mut self, took: Duration) -> Response {
+        self.upstream_time = Some(took);
+        self
+    }
+
+    /// The time an upstream took to produce it, if one did.
+    pub fn upstream_time(&self) -> Option<Duration> {
+        self.upstream_time
     }
 
     /// Asks for the connection to close after this response.

@@ -444,7 +444,7 @@ impl Lookup {
         if matches!(status, 500 | 502 | 503 | 504) {
             if let Some((s, m)) = old.filter(|(_, m)| m.serves_on_error(self.config())) {
                 filler.fail(format!("upstream answered {status}"));
-                return self.respond(s, m, "stale");
+                return self.respond(s, m, "stale").with_upstream_time(fetched.took);
             }
         }
         self.store_or_pass(Some(filler), key, fetched, times, false)
@@ -475,11 +475,15 @@ impl Lookup {
         let Ok(fresh) = fresh else {
             // No longer storable: the old body still answers this client.
             filler.fill(marker(Kind::Pass), Some(HIT_FOR_MISS));
-            return self.respond(old, m, "miss");
+            return self
+                .respond(old, m, "miss")
+                .with_upstream_time(fetched.took);
         };
         let refreshed = entry(m.status, &headers, old.bytes().clone(), fresh);
         let ttl = meta(&refreshed).map(Meta::ttl);
-        let resp = self.respond_entry(&refreshed, "miss");
+        let resp = self
+            .respond_entry(&refreshed, "miss")
+            .with_upstream_time(fetched.took);
         filler.fill(refreshed, ttl);
         resp
     }
@@ -518,9 +522,10 @@ impl Lookup {
         };
         let cache = &self.shared.cache;
         let vary = fresh.vary.clone();
+        let took = fetched.took;
         let stored = entry(head.status, &head.headers, fetched.body.into(), fresh);
         let ttl = meta(&stored).map(Meta::ttl);
-        let resp = self.respond_entry(&stored, "miss");
+        let resp = self.respond_entry(&stored, "miss").with_upstream_time(took);
         let variant = (!vary.is_empty()).then(|| variant_key(&self.base, &vary, &self.req));
         match (variant, filler) {
             (Some(v), filler) if v != key => {

@@ -172,7 +172,7 @@ fn blame(lease: &Lease, error: &FetchError) {
             super::pool::FAIL_TIMEOUT
         );
     }
-    peer.failed();
+    lease.failed();
 }
 
 fn left(deadline: Instant) -> Result<Duration, FetchError> {
@@ -285,7 +285,7 @@ fn attempt(lease: &Lease, x: &Exchange, started: Instant) -> Result<Fetched, Fai
     } else {
         lease.discard(conn);
     }
-    lease.peer().succeeded(took);
+    lease.succeeded(took);
     Ok(Fetched {
         head,
         body,
@@ -397,7 +397,7 @@ impl BodyStream {
         } else {
             lease.discard(conn);
         }
-        lease.peer().succeeded(self.started.elapsed());
+        lease.succeeded(self.started.elapsed());
     }
 }
 
@@ -434,7 +434,7 @@ impl Read for BodyStream {
                 Err(e) => {
                     if let (Some(lease), Some(conn)) = (&self.lease, self.conn.take()) {
                         lease.discard(conn);
-                        lease.peer().failed();
+                        lease.failed();
                     }
                     log::debug!("upstream body cut short: {e}");
                     return Err(io::Error::other(e.reason));

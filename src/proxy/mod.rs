@@ -25,6 +25,7 @@ pub mod forward;
 pub mod pool;
 pub mod route;
 pub mod rules;
+pub mod stats;
 
 use std::io::{Cursor, Read};
 use std::sync::Arc;
@@ -39,6 +40,7 @@ use crate::router::Handler;
 use fetch::{Exchange, FetchError, Fetched};
 use pool::{Peers, RoutePool};
 pub use route::{Route, Upstream};
+pub use stats::{UpstreamRow, UpstreamStats};
 
 /// The proxy's settings: the routes, the upstream deadlines and pool, and
 /// the caching windows. Each default is defined here, with its precedent.
@@ -117,8 +119,8 @@ pub struct Proxy<H> {
 struct Shared {
     config: ProxyConfig,
     routes: Vec<RouteState>,
-    /// Every upstream once, for /metrics and /status.
-    peers: Peers,
+    /// The routes' upstreams, for /metrics and /status.
+    stats: UpstreamStats,
     limits: ResponseLimits,
     /// Response bodies up to this are buffered (and may be stored); longer
     /// ones stream through.
@@ -166,7 +168,13 @@ impl<H: Handler> Proxy<H> {
                     lane: Lane::new(threads, config.max_waiting),
                 }
             })
-            .collect();
+            .collect::<Vec<RouteState>>();
+        let stats = UpstreamStats::new(
+            routes
+                .iter()
+                .map(|r| (r.route.prefix.clone(), r.pool.clone()))
+                .collect(),
+        );
         Proxy {
             shared: Arc::new(Shared {
                 limits: ResponseLimits {
@@ -176,16 +184,16 @@ impl<H: Handler> Proxy<H> {
                 buffer: config.cache_max_entry_bytes,
                 config: proxy,
                 routes,
-                peers,
+                stats,
                 cache,
             }),
             app,
         }
     }
 
-    /// Every upstream of every route, each once, with its counters.
-    pub fn upstreams(&self) -> &[Arc<pool::Peer>] {
-        self.shared.peers.all()
+    /// A live view of the routes' upstreams, for /metrics and /status.
+    pub fn upstream_stats(&self) -> UpstreamStats {
+        self.shared.stats.clone()
     }
 
     /// The index of the route `path` goes to, if any.
@@ -290,7 +298,8 @@ fn failed(e: &FetchError) -> Response {
 /// end-to-end fields, and its body, streamed if it was too large to buffer.
 fn relay(fetched: Fetched) -> Response {
     let resp = forward::response(fetched.head.status, &fetched.head.headers, &[])
-        .with_head_length(head_length(&fetched));
+        .with_head_length(head_length(&fetched))
+        .with_upstream_time(fetched.took);
     match fetched.rest {
         Some(rest) => {
             let body: Box<dyn Read + Send> = Box::new(Cursor::new(fetched.body).chain(rest));

@@ -121,7 +121,8 @@ impl Write for Stream {
     }
 }
 
-/// One upstream: its idle connections, its load, its health, its counters.
+/// One upstream: its idle connections, its load, its health. What each
+/// route sent it is counted in the route's [`Traffic`].
 #[derive(Debug)]
 pub struct Peer {
     /// Where it listens.
@@ -134,12 +135,29 @@ pub struct Peer {
     in_flight: AtomicUsize,
     /// Until when it is skipped, and when it last failed.
     health: Mutex<Health>,
-    /// Exchanges started.
+}
+
+/// What one route sent one of its upstreams, for /metrics and /status.
+/// Per route and upstream, not per upstream: two routes may share one, and
+/// an operator asks which route's traffic failed or was slow.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Attempts started (a retry counts again).
     pub requests: AtomicU64,
-    /// Exchanges that failed (the kinds that mark it down).
+    /// Attempts that failed in a way that marks the upstream down.
     pub failures: AtomicU64,
-    /// Time from sending a request to the end of its response.
+    /// Requests in flight now.
+    in_flight: AtomicUsize,
+    /// From the first attempt to the end of the response, for responses
+    /// that completed.
     pub latency: Histogram,
+}
+
+impl Traffic {
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -157,9 +175,6 @@ impl Peer {
             open: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             health: Mutex::new(Health::default()),
-            requests: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            latency: Histogram::default(),
         }
     }
 
@@ -180,7 +195,6 @@ impl Peer {
 
     /// Records a failure: skipped for [`FAIL_TIMEOUT`].
     pub fn failed(&self) {
-        self.failures.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         let mut health = lock(&self.health);
         health.down_until = now.checked_add(FAIL_TIMEOUT);
@@ -188,8 +202,7 @@ impl Peer {
     }
 
     /// Records a complete exchange: an upstream that answers is up.
-    pub fn succeeded(&self, took: Duration) {
-        self.latency.observe(took);
+    pub fn succeeded(&self) {
         lock(&self.health).down_until = None;
     }
 
@@ -211,12 +224,30 @@ impl Peer {
 pub struct Lease {
     peer: Arc<Peer>,
     route: Arc<RoutePool>,
+    /// The upstream's place in the route.
+    index: usize,
 }
 
 impl Lease {
     /// The upstream.
     pub fn peer(&self) -> &Arc<Peer> {
         &self.peer
+    }
+
+    fn traffic(&self) -> &Traffic {
+        &self.route.traffic[self.index]
+    }
+
+    /// Records a failure of the upstream (see [`Peer::failed`]).
+    pub fn failed(&self) {
+        self.traffic().failures.fetch_add(1, Ordering::Relaxed);
+        self.peer.failed();
+    }
+
+    /// Records a complete response, `took` after the first attempt.
+    pub fn succeeded(&self, took: Duration) {
+        self.traffic().latency.observe(took);
+        self.peer.succeeded();
     }
 
     /// A connection: an idle one if it still works (`true`: reused), else a
@@ -250,6 +281,7 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.peer.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.traffic().in_flight.fetch_sub(1, Ordering::SeqCst);
         // A slot came free: a fetch waiting for one may go.
         let _guard = lock(&self.route.slots);
         self.route.freed.notify_one();
@@ -260,6 +292,8 @@ impl Drop for Lease {
 #[derive(Debug)]
 pub struct RoutePool {
     peers: Vec<Arc<Peer>>,
+    /// What this route sent each of `peers`, in the same order.
+    traffic: Vec<Traffic>,
     /// Where the search for the least loaded upstream starts: turns, so
     /// that ties go round-robin.
     next: AtomicUsize,
@@ -273,6 +307,7 @@ impl RoutePool {
     /// upstreams).
     pub fn new(peers: Vec<Arc<Peer>>) -> RoutePool {
         RoutePool {
+            traffic: peers.iter().map(|_| Traffic::default()).collect(),
             peers,
             next: AtomicUsize::new(0),
             slots: Mutex::new(()),
@@ -283,6 +318,11 @@ impl RoutePool {
     /// The route's upstreams.
     pub fn peers(&self) -> &[Arc<Peer>] {
         &self.peers
+    }
+
+    /// Each upstream with what this route sent it.
+    pub fn traffic(&self) -> impl Iterator<Item = (&Arc<Peer>, &Traffic)> {
+        self.peers.iter().zip(&self.traffic)
     }
 
     /// A claim on the upstream with the fewest requests in flight among
@@ -296,12 +336,15 @@ impl RoutePool {
                 Pick::Got(i) => {
                     drop(guard);
                     let peer = self.peers[i].clone();
-                    peer.requests.fetch_add(1, Ordering::Relaxed);
+                    let traffic = &self.traffic[i];
+                    traffic.requests.fetch_add(1, Ordering::Relaxed);
+                    traffic.in_flight.fetch_add(1, Ordering::SeqCst);
                     return Some((
                         i,
                         Lease {
                             peer,
                             route: self.clone(),
+                            index: i,
                         },
                     ));
                 }
@@ -435,7 +478,7 @@ mod tests {
         // Both down: the one that failed first is tried.
         let (i, _l) = pool.lease(&[], soon()).unwrap();
         assert_eq!(i, 0);
-        pool.peers()[0].succeeded(Duration::ZERO);
+        pool.peers()[0].succeeded();
         assert!(!pool.peers()[0].is_down(Instant::now()));
     }
 
@@ -464,5 +507,14 @@ mod tests {
         drop(held);
         assert_eq!(waiter.join().unwrap(), Some(0));
         assert_eq!(pool.peers()[0].in_flight(), 0);
+        let traffic: Vec<(u64, usize)> = pool
+            .traffic()
+            .map(|(_, t)| (t.requests.load(Ordering::Relaxed), t.in_flight()))
+            .collect();
+        assert_eq!(
+            traffic,
+            vec![(2, 0)],
+            "the one that timed out never started"
+        );
     }
 }

@@ -435,3 +435,69 @@ fn metrics_status_and_purge_follow_the_cache() {
     let r = public.get("/primes?below=50000");
     assert_eq!((r.status, r.header("x-cache")), (200, Some("miss")));
 }
+
+#[test]
+fn upstreams_are_on_metrics_status_and_the_access_log() {
+    use crate::upstream::{ok, Upstream};
+    use std::time::Duration;
+
+    let up = Upstream::always(ok("x", &["Cache-Control: max-age=60"]));
+    let dead = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let (up_addr, routes) = (
+        up.addr.to_string(),
+        [format!("/up={}", up.addr), format!("/dead={dead}")],
+    );
+    let mut proc = spawn_bin(&["--proxy", &routes[0], "--proxy", &routes[1]], None);
+    let mut admin = Client::connect(proc.admin_addr());
+    let mut public = Client::connect(proc.addr);
+    assert_eq!(public.get("/up/x").header("x-cache"), Some("miss"));
+    assert_eq!(public.get("/up/x").header("x-cache"), Some("hit"));
+    assert_eq!(public.get("/dead/y").status, 502);
+
+    let m = metrics(&mut admin);
+    let at = |name: &str, route: &str, upstream: &str| {
+        value(&m, name, &[("route", route), ("upstream", upstream)])
+    };
+    assert_eq!(at("corral_upstream_requests_total", "/up", &up_addr), 1.0);
+    assert_eq!(at("corral_upstream_failures_total", "/up", &up_addr), 0.0);
+    assert_eq!(at("corral_upstream_in_flight", "/up", &up_addr), 0.0);
+    assert_eq!(
+        at("corral_upstream_response_seconds_count", "/up", &up_addr),
+        1.0
+    );
+    assert_eq!(at("corral_upstream_requests_total", "/dead", &dead), 1.0);
+    assert_eq!(at("corral_upstream_failures_total", "/dead", &dead), 1.0);
+    let peer = |name: &str, upstream: &str| value(&m, name, &[("upstream", upstream)]);
+    assert_eq!(peer("corral_upstream_up", &up_addr), 1.0);
+    assert_eq!(
+        peer("corral_upstream_up", &dead),
+        0.0,
+        "skipped after its failure"
+    );
+    assert_eq!(
+        peer("corral_upstream_connections", &up_addr),
+        1.0,
+        "kept alive"
+    );
+
+    let html = admin.get("/status").text();
+    assert!(html.contains("<h2>Upstreams</h2>"), "{html}");
+    assert!(html.contains(&up_addr) && html.contains(&dead), "{html}");
+
+    // The miss shows the upstream's time after the total; the hit does not.
+    let within = Duration::from_secs(5);
+    let fields = |line: Option<String>| -> Vec<String> {
+        let line = line.expect("an access line");
+        let after = line.rsplit('"').next().unwrap_or_default().to_owned();
+        after.split_whitespace().map(str::to_owned).collect()
+    };
+    let miss = fields(proc.wait_line("\"GET /up/x HTTP/1.1\"", within));
+    assert_eq!(miss.len(), 2, "total and upstream time: {miss:?}");
+    let (total, upstream): (u64, u64) = (miss[0].parse().unwrap(), miss[1].parse().unwrap());
+    assert!(upstream <= total, "{miss:?}");
+    let hit = fields(proc.wait_line("\"GET /up/x HTTP/1.1\"", within));
+    assert_eq!(hit.len(), 1, "a hit has no upstream time: {hit:?}");
+}
