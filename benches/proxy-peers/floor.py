@@ -1,0 +1,30 @@
+#!/usr/bin/env python3
+"""The floor of scenario (a): accepts N connections, reads a request on
+each, then writes every answer in one tight loop, and prints when the first
+write began (Unix ns). The load tool's last client minus that is what the
+machine and the load tool cost, with no cache or proxy in between.
+
+    floor.py PORT N
+"""
+
+import socket
+import sys
+import time
+
+port, n = int(sys.argv[1]), int(sys.argv[2])
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", port))
+listener.listen(4096)
+print("ready", flush=True)
+conns = [listener.accept()[0] for _ in range(n)]
+for c in conns:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += c.recv(4096)
+answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n" + b"x" * 1024
+first = time.time_ns()
+for c in conns:
+    c.sendall(answer)
+print(first, flush=True)
+time.sleep(1)
