@@ -115,7 +115,11 @@ fn burst(addr: &str, path: &str, n: usize) {
                 *statuses.entry(status.to_string()).or_default() += 1;
                 times.push(at);
             }
-            Err(e) => *statuses.entry(format!("err({})", e.replace(' ', "_"))).or_default() += 1,
+            Err(e) => {
+                *statuses
+                    .entry(format!("err({})", e.replace(' ', "_")))
+                    .or_default() += 1
+            }
         }
     }
     times.sort_unstable();
