@@ -26,9 +26,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::access::{AccessLog, Record};
+use crate::forwarded::TrustedProxies;
 use crate::http::date::unix_now;
 use crate::http::response::{chunk_header, CONTINUE, LAST_CHUNK};
 use crate::http::{self, Body, BodyFraming, Event, Later, Phase, Request, Response};
@@ -197,6 +199,8 @@ pub struct Connection<T> {
     requeued: bool,
     /// The request whose answer comes later, while it waits.
     waiting: Option<Waiting>,
+    /// The fronts to believe about the client, if the peer is one of them.
+    front: Option<Arc<TrustedProxies>>,
     _open: Option<GaugeGuard>,
 }
 
@@ -226,8 +230,18 @@ impl<T> Connection<T> {
             served: 0,
             requeued: false,
             waiting: None,
+            front: None,
             _open: None,
         }
+    }
+
+    /// Believes the forwarding headers of this connection's requests if its
+    /// peer is in `proxies` (see [`crate::forwarded`]). Decided once, here:
+    /// a request from anyone else costs nothing more.
+    pub fn trusting(mut self, proxies: &Arc<TrustedProxies>) -> Connection<T> {
+        let trusted = self.http.peer().is_some_and(|p| proxies.trusts(p.ip()));
+        self.front = trusted.then(|| proxies.clone());
+        self
     }
 
     /// Ties an open-connection gauge to this connection's life.
@@ -517,6 +531,19 @@ fn respond<T: Transport, C: Clock>(
     let started = ctx.clock.now();
     let unix_time = unix_now();
     Metrics::inc(&ctx.metrics.requests);
+    match (&c.front, req.peer_addr()) {
+        (Some(front), Some(peer)) => {
+            Metrics::inc(&ctx.metrics.requests_forwarded);
+            let forwarded = front.resolve(peer, req.headers());
+            req.set_forwarded(forwarded);
+        }
+        // From anyone else the header is a plain header, counted so that
+        // a front left out of --trusted-proxy shows on /metrics.
+        _ if req.headers().get_bytes("x-forwarded-for").is_some() => {
+            Metrics::inc(&ctx.metrics.forwarded_ignored);
+        }
+        _ => {}
+    }
     let mut resp = handle(ctx, &mut req);
     if let Some(later) = resp.take_later() {
         resp = match later.take() {
@@ -562,7 +589,7 @@ fn unavailable(detail: &str) -> Response {
 fn note(req: &Request, what: std::fmt::Arguments<'_>) {
     log::debug!(
         "{}: {} {}: {what}",
-        peer_text(&req.peer_addr()),
+        peer_text(&req.client_addr()),
         req.method(),
         req.target()
     );
@@ -675,7 +702,7 @@ fn send<T: Transport, C: Clock>(
     let done = ctx.clock.now();
     if let Some(log) = ctx.access_log {
         log.record(&Record {
-            peer: req.peer_addr(),
+            peer: req.client_addr(),
             unix_time,
             method: req.method(),
             target: req.target(),
@@ -702,7 +729,7 @@ fn send<T: Transport, C: Clock>(
             if e.kind() == io::ErrorKind::TimedOut {
                 Metrics::inc(&ctx.metrics.write_timeouts);
             }
-            log::debug!("{}: response not sent: {e}", peer_text(&req.peer_addr()));
+            log::debug!("{}: response not sent: {e}", peer_text(&req.client_addr()));
             false
         }
     }

@@ -26,6 +26,7 @@ use threadpool::ThreadPool;
 use crate::access::AccessLog;
 use crate::config::Config;
 use crate::conn::{self, Connection, Ctx, Handoff, SystemClock, Timeouts};
+use crate::forwarded::TrustedProxies;
 use crate::http::{Limits, Phase};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::notify::{self, Component, Health, Notifier, PoolSamples};
@@ -113,6 +114,8 @@ struct Shared {
     timeouts: Timeouts,
     max_waiting: u64,
     shutdown: Arc<AtomicBool>,
+    /// Whose forwarding headers are believed.
+    trusted: Arc<TrustedProxies>,
     metrics: Arc<Metrics>,
     access_log: Option<Arc<AccessLog>>,
     pool: ThreadPool,
@@ -259,6 +262,7 @@ impl Server {
             timeouts: config.timeouts(),
             max_waiting: config.max_waiting as u64,
             shutdown: self.handle.flag.clone(),
+            trusted: Arc::new(config.trusted_proxies()),
             metrics: self.metrics,
             access_log: self.access_log,
             pool: threadpool::Builder::new()
@@ -703,6 +707,7 @@ impl Acceptor<'_> {
         }
         let now = Instant::now();
         let conn = Connection::new(stream, Some(peer), shared.limits, &shared.timeouts, now)
+            .trusting(&shared.trusted)
             .with_gauge(GaugeGuard::new(shared.metrics.clone(), |m| {
                 &m.connections_open
             }));

@@ -65,6 +65,7 @@ use log::LevelFilter;
 use crate::app::AppLimits;
 use crate::cache::CacheConfig;
 use crate::conn::Timeouts;
+use crate::forwarded::{Cidr, TrustedProxies};
 use crate::http::Limits;
 use options::{MAX_WORKERS, OPTIONS};
 use values::format_duration;
@@ -168,6 +169,8 @@ pub struct Config {
     pub log_level: LevelFilter,
     /// Where the operator's endpoints listen; `None` turns them off.
     pub admin_listen: Option<SocketAddr>,
+    /// Fronts whose `X-Forwarded-For`, `-Proto` and `-Host` are believed.
+    pub trusted_proxies: Vec<Cidr>,
     /// Byte budget of the shared cache.
     pub cache_bytes: usize,
     /// Larger values are served but not stored.
@@ -228,6 +231,9 @@ impl Default for Config {
             // misbehaving client is logged at debug.
             log_level: LevelFilter::Info,
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
+            // Nobody: a header is believed only once an operator names
+            // the front that writes it.
+            trusted_proxies: Vec::new(),
             cache_bytes: saturating_usize(cache.max_bytes),
             cache_max_entry_bytes: saturating_usize(cache.max_entry_bytes),
             cache_wait_timeout: cache.wait_timeout,
@@ -309,6 +315,11 @@ impl Config {
             park: self.park_timeout,
             wait: self.cache_wait_timeout,
         }
+    }
+
+    /// The fronts whose forwarding headers are believed.
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(self.trusted_proxies.clone())
     }
 
     /// The shared cache's limits.
