@@ -161,8 +161,15 @@ pub struct Ctx<'a, C: Clock> {
     pub clock: &'a C,
     /// The deadlines.
     pub timeouts: Timeouts,
-    /// Set when shutdown begins: responses close, idle connections end.
+    /// Set when the listeners close: idle connections end, the parker is
+    /// gone.
     pub shutdown: &'a AtomicBool,
+    /// Set when shutdown is asked for, which may be `--drain-delay` before
+    /// the listeners close: from then on every response closes its
+    /// connection, so a front opens fresh ones (to another instance, once
+    /// its health check sees the 503) and holds none that corral might
+    /// close under a request it is about to send.
+    pub draining: &'a AtomicBool,
     /// Whether other connections wait for a worker; if so, never linger.
     pub others_waiting: &'a dyn Fn() -> bool,
     /// Where access lines go, if anywhere.
@@ -662,7 +669,7 @@ fn send<T: Transport, C: Clock>(
     started: Instant,
     unix_time: i64,
 ) -> bool {
-    let closing = ctx.shutdown.load(Ordering::Relaxed);
+    let closing = ctx.draining.load(Ordering::Relaxed) || ctx.shutdown.load(Ordering::Relaxed);
     let mut head = Vec::with_capacity(256);
     let outcome = c.http.write_head(&resp, closing, &mut head);
     let body = resp.take_body();

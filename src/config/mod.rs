@@ -127,6 +127,13 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
 
+/// After SIGTERM, `/healthz` answers 503 this long before the listeners
+/// close. Zero, so a lone corral stops at once as it always has; behind a
+/// front it should exceed the time the front takes to see the 503 (README,
+/// "More than one machine"), as Kubernetes users add a `preStop` sleep for
+/// the same reason.
+const DEFAULT_DRAIN_DELAY: Duration = Duration::ZERO;
+
 // ---------------------------------------------------------------------------
 // The configuration itself.
 
@@ -171,6 +178,9 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// Fronts whose `X-Forwarded-For`, `-Proto` and `-Host` are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// After SIGTERM, `/healthz` answers 503 this long before the
+    /// listeners close.
+    pub drain_delay: Duration,
     /// Byte budget of the shared cache.
     pub cache_bytes: usize,
     /// Larger values are served but not stored.
@@ -234,6 +244,7 @@ impl Default for Config {
             // Nobody: a header is believed only once an operator names
             // the front that writes it.
             trusted_proxies: Vec::new(),
+            drain_delay: DEFAULT_DRAIN_DELAY,
             cache_bytes: saturating_usize(cache.max_bytes),
             cache_max_entry_bytes: saturating_usize(cache.max_entry_bytes),
             cache_wait_timeout: cache.wait_timeout,

@@ -189,6 +189,8 @@ pub(super) static OPTIONS: &[OptSpec] = options![
         "where /metrics, /status and /cache/purge listen (never the public port), or off";
     "trusted-proxy" CIDR list trusted_proxies: add_trusted_proxy() => format_trusted_proxies,
         "a front whose X-Forwarded-For, -Proto and -Host are believed (IP or CIDR), or none; repeat or comma-separate for more";
+    "drain-delay" DURATION limit drain_delay: bounded_duration() => format_duration,
+        "after SIGTERM, /healthz answers 503 this long before the listeners close";
     "cache-bytes" SIZE limit cache_bytes: size_in(0) => format_size,
         "byte budget of the shared cache";
     "cache-max-entry-bytes" SIZE limit cache_max_entry_bytes: size_in(0) => format_size,

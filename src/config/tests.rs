@@ -531,3 +531,15 @@ fn trusted_proxy_errors() {
         );
     }
 }
+
+#[test]
+fn drain_delay_is_a_duration_that_may_be_zero() {
+    assert_eq!(Config::default().drain_delay, DEFAULT_DRAIN_DELAY);
+    let c = run(&["--drain-delay", "5s"], &[], None);
+    assert_eq!(c.drain_delay, Duration::from_secs(5));
+    assert_eq!(
+        run(&["--drain-delay", "0"], &[], None).drain_delay,
+        Duration::ZERO
+    );
+    fails(&["--drain-delay", "2d"], &[], None);
+}

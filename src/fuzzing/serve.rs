@@ -175,6 +175,9 @@ pub(super) fn serve_script(data: &[u8]) -> (usize, usize) {
         clock: &clock,
         timeouts,
         shutdown: &shutdown,
+        // As in the server: a drain closes responses before it closes the
+        // listeners; here both begin together.
+        draining: &shutdown,
         others_waiting: &waiting,
         access_log: None,
         metrics: &metrics,

@@ -1,15 +1,18 @@
 //! Behind a front (issue 13): the client's address comes from a trusted
 //! front's `X-Forwarded-For` and from nobody else's, in the handler and in
-//! the access log. The rules themselves are table-tested in
-//! `src/forwarded.rs`.
+//! the access log; and on SIGTERM with `--drain-delay`, `/healthz` answers
+//! 503 while the listener still accepts, so a front's health check takes
+//! the instance out before it stops. The rules themselves are table-tested
+//! in `src/forwarded.rs`.
 
-use std::time::Duration;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use corral::access::AccessLog;
 use corral::forwarded::Cidr;
 use corral::{Request, Response};
 
-use crate::support::{start_logged, wait_until};
+use crate::support::{spawn_bin, start_logged, wait_until, Client};
 
 const WITHIN: Duration = Duration::from_secs(10);
 
@@ -122,4 +125,60 @@ fn issue_13_forwarding_headers_from_anyone_else_are_plain_headers() {
     });
     assert_eq!(lines.len(), 1, "{lines:#?}");
     assert!(lines[0].starts_with("127.0.0.1 - - ["), "{}", lines[0]);
+}
+
+/// One `GET` on a fresh connection to `addr`.
+fn fresh_get(addr: std::net::SocketAddr, path: &str) -> crate::support::Resp {
+    Client::connect(addr).get(path)
+}
+
+#[test]
+fn issue_13_sigterm_with_a_drain_delay_fails_healthz_before_the_listener_closes() {
+    let delay = Duration::from_secs(2);
+    let mut proc = spawn_bin(&["--drain-delay", "2s", "--access-log", "off"], None);
+    let admin = proc.admin_addr();
+    let mut kept = Client::connect(proc.addr);
+    assert_eq!(kept.get("/healthz").status, 200);
+    let metrics = fresh_get(admin, "/metrics").text();
+    assert!(metrics.contains("\ncorral_draining 0\n"), "{metrics}");
+
+    proc.signal(libc::SIGTERM);
+    let signalled = Instant::now();
+    assert!(
+        proc.wait_line("draining:", WITHIN).is_some(),
+        "no draining line; stderr: {:#?}",
+        proc.seen
+    );
+    // Still accepting: a health check gets its 503, and closes.
+    let r = fresh_get(proc.addr, "/healthz");
+    assert_eq!((r.status, r.text().as_str()), (503, "draining\n"));
+    assert!(r.says_close(), "{r:?}");
+    // Requests are still served, each closing its connection, so a front
+    // keeps no connection that the end of the delay would cut.
+    let r = kept.get("/primes?below=100&format=json");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.says_close(), "{r:?}");
+    let metrics = fresh_get(admin, "/metrics").text();
+    assert!(metrics.contains("\ncorral_draining 1\n"), "{metrics}");
+
+    // Then the listener closes and the process exits cleanly, not before
+    // the delay is over.
+    assert!(
+        wait_until(WITHIN, || TcpStream::connect_timeout(
+            &proc.addr,
+            Duration::from_secs(1)
+        )
+        .is_err()),
+        "still accepting long after the drain delay"
+    );
+    let status = proc.wait_exit(WITHIN).expect("exited after the drain");
+    assert!(
+        status.success(),
+        "exit status {status}; stderr: {:#?}",
+        proc.seen
+    );
+    assert!(
+        signalled.elapsed() >= delay,
+        "stopped before the delay was over"
+    );
 }
