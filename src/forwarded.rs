@@ -79,7 +79,12 @@ impl Cidr {
                 cidr.masked(net)
             ));
         }
-        Ok(cidr)
+        // An IPv4-mapped block (`::ffff:10.0.0.0/104`) is the IPv4 block it
+        // maps, since `contains` sees mapped peers as IPv4.
+        match (net.to_canonical(), prefix.checked_sub(96)) {
+            (v4 @ IpAddr::V4(_), Some(prefix)) if net.is_ipv6() => Ok(Cidr { net: v4, prefix }),
+            _ => Ok(cidr),
+        }
     }
 
     /// Whether `ip` is in the block.
@@ -296,6 +301,11 @@ mod tests {
             ("::/0", &["::1", "2001:db8::1"], &["10.0.0.1"]),
             // A dual-stack listener sees an IPv4 peer as ::ffff:a.b.c.d.
             ("10.0.0.0/8", &["::ffff:10.1.2.3"], &["::ffff:11.1.2.3"]),
+            (
+                "::ffff:10.0.0.0/104",
+                &["10.1.2.3", "::ffff:10.1.2.3"],
+                &["11.1.2.3"],
+            ),
         ];
         for (block, inside, outside) in cases {
             let c = Cidr::parse(block).unwrap_or_else(|e| panic!("{block}: {e}"));
