@@ -397,7 +397,11 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
         }
 
         let phase = c.http.phase();
-        if phase == Phase::Idle && ctx.shutdown.load(Ordering::Relaxed) {
+        // Between requests, shutdown closes. A connection never read yet is
+        // read once first: it may carry a request sent before the listener
+        // closed (a front opening connections through the drain delay),
+        // which a close would reset unanswered.
+        if phase == Phase::Idle && ctx.shutdown.load(Ordering::Relaxed) && c.served > 0 {
             return Handoff::Close;
         }
         let now = ctx.clock.now();
@@ -443,8 +447,12 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Once shutdown begins the parker is gone, so a request under
                 // way keeps its worker until it completes or its deadline
-                // passes (idle connections were closed above).
+                // passes (idle connections were closed above, and a fresh
+                // one with nothing to read closes here).
                 let draining = ctx.shutdown.load(Ordering::Relaxed);
+                if draining && c.http.phase() == Phase::Idle {
+                    return Handoff::Close;
+                }
                 let wait = if draining {
                     deadline - now
                 } else {

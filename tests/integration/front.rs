@@ -6,13 +6,14 @@
 //! in `src/forwarded.rs`.
 
 use std::net::TcpStream;
+use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant};
 
 use corral::access::AccessLog;
 use corral::forwarded::Cidr;
 use corral::{Request, Response};
 
-use crate::support::{spawn_bin, start_logged, wait_until, Client};
+use crate::support::{spawn_bin, start, start_logged, wait_until, Client};
 
 const WITHIN: Duration = Duration::from_secs(10);
 
@@ -181,4 +182,38 @@ fn issue_13_sigterm_with_a_drain_delay_fails_healthz_before_the_listener_closes(
         signalled.elapsed() >= delay,
         "stopped before the delay was over"
     );
+}
+
+#[test]
+fn issue_13_a_request_queued_when_the_listener_closes_is_answered() {
+    // A front that opens a connection and sends at once, just before the
+    // listener closes: the connection waits for a worker while shutdown
+    // begins, and must be read and answered, not closed under its request.
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (entered_tx, release_rx) = (Mutex::new(entered_tx), Mutex::new(release_rx));
+    let srv = start(
+        |c| c.workers = 1,
+        move |req: &mut Request| {
+            if req.path() == "/slow" {
+                let _ = entered_tx.lock().unwrap().send(());
+                let _ = release_rx.lock().unwrap().recv_timeout(WITHIN);
+            }
+            Response::text(200, format!("{} {}", req.method(), req.path()))
+        },
+    );
+    let mut busy = srv.connect();
+    busy.send("GET /slow HTTP/1.1\r\nHost: t\r\n\r\n");
+    entered_rx
+        .recv_timeout(WITHIN)
+        .expect("the one worker is busy");
+    let mut late = srv.connect();
+    late.send("POST /late HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(srv.wait_metric(|m| &m.connections_queued, 1, WITHIN), 1);
+    srv.handle.shutdown();
+    release_tx.send(()).unwrap();
+    assert_eq!(busy.response().text(), "GET /slow");
+    let r = late.response();
+    assert_eq!((r.status, r.text().as_str()), (200, "POST /late"), "{r:?}");
+    assert!(r.says_close(), "{r:?}");
 }
