@@ -232,7 +232,9 @@ impl Server {
 
     /// Takes `flag` as the shutdown flag, the one [`ShutdownHandle::flag`]
     /// returns, so a handler built before the server, such as a health
-    /// check that answers 503 while the server drains, can hold it.
+    /// check that answers 503 while the server drains, can hold it. Call
+    /// it before [`Server::shutdown_handle`]: a handle keeps the flag it
+    /// was made with.
     pub fn with_shutdown_flag(mut self, flag: Arc<AtomicBool>) -> Server {
         self.handle.flag = flag;
         self
