@@ -26,9 +26,11 @@ use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::access::{AccessLog, Record};
+use crate::forwarded::TrustedProxies;
 use crate::http::date::unix_now;
 use crate::http::response::{chunk_header, CONTINUE, LAST_CHUNK};
 use crate::http::{self, Body, BodyFraming, Event, Later, Phase, Request, Response};
@@ -159,8 +161,15 @@ pub struct Ctx<'a, C: Clock> {
     pub clock: &'a C,
     /// The deadlines.
     pub timeouts: Timeouts,
-    /// Set when shutdown begins: responses close, idle connections end.
+    /// Set when the listeners close: idle connections end, the parker is
+    /// gone.
     pub shutdown: &'a AtomicBool,
+    /// Set when shutdown is asked for, which may be `--drain-delay` before
+    /// the listeners close: from then on every response closes its
+    /// connection, so a front opens fresh ones (to another instance, once
+    /// its health check sees the 503) and holds none that corral might
+    /// close under a request it is about to send.
+    pub draining: &'a AtomicBool,
     /// Whether other connections wait for a worker; if so, never linger.
     pub others_waiting: &'a dyn Fn() -> bool,
     /// Where access lines go, if anywhere.
@@ -197,6 +206,8 @@ pub struct Connection<T> {
     requeued: bool,
     /// The request whose answer comes later, while it waits.
     waiting: Option<Waiting>,
+    /// The fronts to believe about the client, if the peer is one of them.
+    front: Option<Arc<TrustedProxies>>,
     _open: Option<GaugeGuard>,
 }
 
@@ -226,8 +237,18 @@ impl<T> Connection<T> {
             served: 0,
             requeued: false,
             waiting: None,
+            front: None,
             _open: None,
         }
+    }
+
+    /// Believes the forwarding headers of this connection's requests if its
+    /// peer is in `proxies` (see [`crate::forwarded`]). Decided once, here:
+    /// a request from anyone else costs nothing more.
+    pub fn trusting(mut self, proxies: &Arc<TrustedProxies>) -> Connection<T> {
+        let trusted = self.http.peer().is_some_and(|p| proxies.trusts(p.ip()));
+        self.front = trusted.then(|| proxies.clone());
+        self
     }
 
     /// Ties an open-connection gauge to this connection's life.
@@ -376,7 +397,11 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
         }
 
         let phase = c.http.phase();
-        if phase == Phase::Idle && ctx.shutdown.load(Ordering::Relaxed) {
+        // Between requests, shutdown closes. A connection never read yet is
+        // read once first: it may carry a request sent before the listener
+        // closed (a front opening connections through the drain delay),
+        // which a close would reset unanswered.
+        if phase == Phase::Idle && ctx.shutdown.load(Ordering::Relaxed) && c.served > 0 {
             return Handoff::Close;
         }
         let now = ctx.clock.now();
@@ -422,8 +447,12 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Once shutdown begins the parker is gone, so a request under
                 // way keeps its worker until it completes or its deadline
-                // passes (idle connections were closed above).
+                // passes (idle connections were closed above, and a fresh
+                // one with nothing to read closes here).
                 let draining = ctx.shutdown.load(Ordering::Relaxed);
+                if draining && c.http.phase() == Phase::Idle {
+                    return Handoff::Close;
+                }
                 let wait = if draining {
                     deadline - now
                 } else {
@@ -517,6 +546,19 @@ fn respond<T: Transport, C: Clock>(
     let started = ctx.clock.now();
     let unix_time = unix_now();
     Metrics::inc(&ctx.metrics.requests);
+    match (&c.front, req.peer_addr()) {
+        (Some(front), Some(peer)) => {
+            Metrics::inc(&ctx.metrics.requests_forwarded);
+            let forwarded = front.resolve(peer, req.headers());
+            req.set_forwarded(forwarded);
+        }
+        // From anyone else the header is a plain header, counted so that
+        // a front left out of --trusted-proxy shows on /metrics.
+        _ if req.headers().get_bytes("x-forwarded-for").is_some() => {
+            Metrics::inc(&ctx.metrics.forwarded_ignored);
+        }
+        _ => {}
+    }
     let mut resp = handle(ctx, &mut req);
     if let Some(later) = resp.take_later() {
         resp = match later.take() {
@@ -562,7 +604,7 @@ fn unavailable(detail: &str) -> Response {
 fn note(req: &Request, what: std::fmt::Arguments<'_>) {
     log::debug!(
         "{}: {} {}: {what}",
-        peer_text(&req.peer_addr()),
+        peer_text(&req.client_addr()),
         req.method(),
         req.target()
     );
@@ -635,7 +677,7 @@ fn send<T: Transport, C: Clock>(
     started: Instant,
     unix_time: i64,
 ) -> bool {
-    let closing = ctx.shutdown.load(Ordering::Relaxed);
+    let closing = ctx.draining.load(Ordering::Relaxed) || ctx.shutdown.load(Ordering::Relaxed);
     let mut head = Vec::with_capacity(256);
     let outcome = c.http.write_head(&resp, closing, &mut head);
     let body = resp.take_body();
@@ -675,7 +717,7 @@ fn send<T: Transport, C: Clock>(
     let done = ctx.clock.now();
     if let Some(log) = ctx.access_log {
         log.record(&Record {
-            peer: req.peer_addr(),
+            peer: req.client_addr(),
             unix_time,
             method: req.method(),
             target: req.target(),
@@ -702,7 +744,7 @@ fn send<T: Transport, C: Clock>(
             if e.kind() == io::ErrorKind::TimedOut {
                 Metrics::inc(&ctx.metrics.write_timeouts);
             }
-            log::debug!("{}: response not sent: {e}", peer_text(&req.peer_addr()));
+            log::debug!("{}: response not sent: {e}", peer_text(&req.client_addr()));
             false
         }
     }

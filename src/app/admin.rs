@@ -11,6 +11,7 @@
 //! A request in, a response out. No sockets, no threads.
 
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,6 +34,8 @@ pub struct AdminState {
     pub started: Instant,
     /// The size of the worker pool.
     pub workers: usize,
+    /// The server's shutdown flag: set while it drains.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The admin routes.
@@ -84,6 +87,17 @@ pub fn prometheus(s: &AdminState) -> String {
         out,
         "corral_uptime_seconds {}",
         s.started.elapsed().as_secs()
+    );
+    write_family(
+        &mut out,
+        "corral_draining",
+        "gauge",
+        "1 once shutdown has begun (/healthz answers 503), else 0.",
+    );
+    let _ = writeln!(
+        out,
+        "corral_draining {}",
+        u8::from(s.draining.load(Relaxed))
     );
     let stats = s.cache.stats();
     for (name, value) in stats.to_vec() {

@@ -4,9 +4,10 @@
 //! `Config::default` gathers from the types that use each one.
 
 use super::values::{
-    add_listen, bounded_duration, count_in, count_u32, format_access_log, format_admin_listen,
-    format_count, format_duration, format_listen, format_log_level, format_size, parse_access_log,
-    parse_admin_listen, parse_log_level, size_in, timeout,
+    add_listen, add_trusted_proxy, bounded_duration, count_in, count_u32, format_access_log,
+    format_admin_listen, format_count, format_duration, format_listen, format_log_level,
+    format_size, format_trusted_proxies, parse_access_log, parse_admin_listen, parse_log_level,
+    size_in, timeout,
 };
 use super::{Config, MIN_DEFAULT_WORKERS, WORKERS_PER_CPU};
 use crate::proxy::route::{add_routes, format_routes};
@@ -187,6 +188,10 @@ pub(super) static OPTIONS: &[OptSpec] = options![
         "server log verbosity: off, error, warn, info, debug or trace";
     "admin-listen" ADDR plain admin_listen: parse_admin_listen() => format_admin_listen,
         "where /metrics, /status and /cache/purge listen (never the public port), or off";
+    "trusted-proxy" CIDR list trusted_proxies: add_trusted_proxy() => format_trusted_proxies,
+        "a front whose X-Forwarded-For, -Proto and -Host are believed (IP or CIDR), or none; repeat or comma-separate for more";
+    "drain-delay" DURATION limit drain_delay: bounded_duration() => format_duration,
+        "after SIGTERM, /healthz answers 503 this long before the listeners close";
     "cache-bytes" SIZE limit cache_bytes: size_in(0) => format_size,
         "byte budget of the shared cache";
     "cache-max-entry-bytes" SIZE limit cache_max_entry_bytes: size_in(0) => format_size,

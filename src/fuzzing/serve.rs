@@ -267,6 +267,9 @@ pub(super) fn run(setup: &Setup<'_>) -> Outcome {
         clock: &clock,
         timeouts,
         shutdown: &shutdown,
+        // As in the server: a drain closes responses before it closes the
+        // listeners; here both begin together.
+        draining: &shutdown,
         others_waiting: &waiting,
         access_log: None,
         metrics: &metrics,

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use super::Error;
+use crate::forwarded::Forwarded;
 
 /// The protocol version of a request. Only HTTP/1.0 and HTTP/1.1 are served;
 /// anything else is answered with 505.
@@ -299,7 +300,7 @@ fn check_target(method: &str, target: &str) -> Result<(), Error> {
 }
 
 /// Bytes allowed in a Host value: `uri-host [ ":" port ]` (RFC 3986 §3.2.2).
-fn is_host_byte(b: u8) -> bool {
+pub(crate) fn is_host_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b)
 }
 
@@ -384,12 +385,19 @@ pub struct Request {
     head: Head,
     body: Vec<u8>,
     peer: Option<SocketAddr>,
+    /// What a trusted front said about the client, if the peer is one.
+    forwarded: Option<Forwarded>,
 }
 
 impl Request {
     /// Assembles a request from its parts.
     pub fn new(head: Head, body: Vec<u8>, peer: Option<SocketAddr>) -> Request {
-        Request { head, body, peer }
+        Request {
+            head,
+            body,
+            peer,
+            forwarded: None,
+        }
     }
 
     /// The method token, such as `GET`.
@@ -476,9 +484,31 @@ impl Request {
         std::mem::take(&mut self.body)
     }
 
-    /// The client's address, when the request came over a socket.
+    /// The address of the socket's other end, when the request came over
+    /// one: behind a front, the front's. See [`Request::client_addr`].
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
+    }
+
+    /// The client's address: the peer's, unless the peer is a trusted
+    /// front (`--trusted-proxy`) whose `X-Forwarded-For` names the client
+    /// (see [`crate::forwarded`]; the port is then 0 unless the front gave
+    /// one). What the access log records.
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        self.forwarded.as_ref().map(|f| f.client).or(self.peer)
+    }
+
+    /// What a trusted front said about the client (address, scheme, host),
+    /// or `None` if the peer is not one: the `X-Forwarded-*` headers of
+    /// anyone else are plain headers, never believed.
+    pub fn forwarded(&self) -> Option<&Forwarded> {
+        self.forwarded.as_ref()
+    }
+
+    /// Records what the peer, a trusted front, said about the client. The
+    /// connection loop calls it before the handler runs.
+    pub(crate) fn set_forwarded(&mut self, forwarded: Option<Forwarded>) {
+        self.forwarded = forwarded;
     }
 
     /// The parsed head.

@@ -14,6 +14,7 @@ mod conditional;
 mod deploy;
 mod emfile;
 mod expect;
+mod front;
 mod head;
 mod http_client;
 mod keepalive;
