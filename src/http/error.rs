@@ -7,7 +7,8 @@ use std::fmt;
 /// no longer know where the next request starts (RFC 9112 §11.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    /// The message is not valid HTTP/1.1; the text says what was wrong.
+    /// The message is not valid HTTP/1.1, or the bytes are not HTTP at
+    /// all; the text says what was wrong.
     Malformed(&'static str),
     /// The request target does not fit in the head limit.
     UriTooLong,
@@ -21,7 +22,8 @@ pub enum Error {
     UnsupportedTransferCoding,
     /// A method the server cannot frame, such as `CONNECT`.
     NotImplemented(&'static str),
-    /// An HTTP version other than 1.0 or 1.1.
+    /// A well-formed HTTP version whose major version is not 1 (a
+    /// malformed one is [`Error::Malformed`]).
     UnsupportedVersion,
     /// An `Expect` value other than `100-continue` (RFC 9110 §10.1.1).
     ExpectationFailed,
