@@ -22,4 +22,5 @@ mod pipeline;
 mod protocol_errors;
 mod shutdown;
 mod slow_clients;
+mod strictness;
 mod waiting;
