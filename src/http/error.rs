@@ -29,6 +29,8 @@ pub enum Error {
     ExpectationFailed,
     /// The head did not arrive before its deadline.
     HeadTimeout,
+    /// The body stalled, or arrived slower than the minimum rate.
+    BodyTimeout,
 }
 
 impl Error {
@@ -36,7 +38,7 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::Malformed(_) => 400,
-            Error::HeadTimeout => 408,
+            Error::HeadTimeout | Error::BodyTimeout => 408,
             Error::BodyTooLarge => 413,
             Error::UriTooLong => 414,
             Error::ExpectationFailed => 417,
@@ -62,6 +64,7 @@ impl fmt::Display for Error {
             Error::UnsupportedVersion => f.write_str("unsupported HTTP version (use 1.0 or 1.1)"),
             Error::ExpectationFailed => f.write_str("unsupported expectation"),
             Error::HeadTimeout => f.write_str("request head not received in time"),
+            Error::BodyTimeout => f.write_str("request body not received in time"),
         }
     }
 }

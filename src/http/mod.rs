@@ -114,6 +114,8 @@ enum State {
         decoder: Decoder,
         body: Vec<u8>,
         expect_pending: bool,
+        /// Body bytes received so far, framing included.
+        received: u64,
     },
     SendResponse {
         info: RequestInfo,
@@ -193,6 +195,16 @@ impl Conn {
     /// Received bytes not yet consumed.
     pub fn buffered(&self) -> usize {
         self.end - self.start
+    }
+
+    /// Bytes of the body being received that have arrived so far, chunk
+    /// framing included; 0 outside a body. The connection loop's minimum
+    /// body rate is measured with it.
+    pub fn body_received(&self) -> u64 {
+        match self.state {
+            State::RecvBody { received, .. } => received,
+            _ => 0,
+        }
     }
 
     /// Lets `read` fill the free part of the receive buffer, and records the
@@ -337,6 +349,7 @@ impl Conn {
             decoder,
             body: Vec::with_capacity(capacity),
             expect_pending,
+            received: 0,
         };
         self.poll_body()
     }
@@ -346,6 +359,7 @@ impl Conn {
             decoder,
             body,
             expect_pending,
+            received,
             ..
         } = &mut self.state
         else {
@@ -356,6 +370,7 @@ impl Conn {
             Err(e) => return self.fail(e),
         };
         self.start += progress.consumed;
+        *received += progress.consumed as u64;
         if !progress.done {
             if *expect_pending {
                 *expect_pending = false;

@@ -21,6 +21,7 @@ mod overload;
 mod pipeline;
 mod protocol_errors;
 mod shutdown;
+mod slow_body;
 mod slow_clients;
 mod strictness;
 mod waiting;
