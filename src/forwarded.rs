@@ -205,7 +205,7 @@ impl TrustedProxies {
                 }
             }),
             host: rightmost(&lines("x-forwarded-host"))
-                .filter(|h| h.iter().all(|&b| crate::http::request::is_host_byte(b)))
+                .filter(|h| !h.is_empty() && crate::http::request::is_valid_host(h))
                 .and_then(|h| String::from_utf8(h.to_vec()).ok()),
         })
     }

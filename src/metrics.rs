@@ -90,7 +90,8 @@ counters! {
     header_timeouts: Counter,
     /// Keep-alive connections closed after the idle timeout.
     idle_timeouts: Counter,
-    /// Bodies that stopped making progress.
+    /// Bodies that stopped making progress, or came slower than the
+    /// minimum rate.
     body_timeouts: Counter,
     /// Responses abandoned because the client stopped reading.
     write_timeouts: Counter,

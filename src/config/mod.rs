@@ -159,6 +159,11 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Each body read must make progress within this.
     pub read_timeout: Duration,
+    /// A whole body must arrive within this after its head, extended by a
+    /// second for every `min_body_rate` bytes received.
+    pub body_timeout: Duration,
+    /// Bytes per second a body must average, after `body_timeout`'s slack.
+    pub min_body_rate: usize,
     /// Each write must make progress within this.
     pub write_timeout: Duration,
     /// A worker waits this long on a quiet connection before parking it.
@@ -244,6 +249,8 @@ impl Default for Config {
             header_timeout: timeouts.header,
             idle_timeout: timeouts.idle,
             read_timeout: timeouts.read,
+            body_timeout: timeouts.body,
+            min_body_rate: saturating_usize(timeouts.min_body_rate),
             write_timeout: timeouts.write,
             park_timeout: timeouts.park,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
@@ -354,6 +361,8 @@ impl Config {
             header: self.header_timeout,
             idle: self.idle_timeout,
             read: self.read_timeout,
+            body: self.body_timeout,
+            min_body_rate: self.min_body_rate as u64,
             write: self.write_timeout,
             park: self.park_timeout,
             wait: self.cache_wait_timeout,

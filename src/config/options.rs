@@ -170,6 +170,10 @@ pub(super) static OPTIONS: &[OptSpec] = options![
         "close a keep-alive connection idle this long";
     "read-timeout" DURATION limit read_timeout: timeout() => format_duration,
         "each body read must make progress within this";
+    "body-timeout" DURATION limit body_timeout: timeout() => format_duration,
+        "a whole body must arrive within this, plus 1s per min-body-rate bytes received";
+    "min-body-rate" BYTES limit min_body_rate: size_in(1) => format_size,
+        "bytes per second a body must average (after body-timeout's slack), else 408";
     "write-timeout" DURATION limit write_timeout: timeout() => format_duration,
         "each write must make progress within this";
     "park-timeout" DURATION limit park_timeout: timeout() => format_duration,

@@ -285,7 +285,7 @@ fn every_timeout_refuses_zero() {
         .map(|o| o.name)
         .filter(|n| n.ends_with("-timeout"))
         .collect();
-    assert_eq!(timeouts.len(), 9);
+    assert_eq!(timeouts.len(), 10);
     for name in timeouts {
         let e = fails(&[&format!("--{name}=0s")], &[], None);
         assert!(e.contains("greater than zero"), "{name}: {e}");
@@ -302,9 +302,16 @@ fn floors_and_cross_checks() {
         ("--max-connections", "0"),
         ("--max-headers", "0"),
         ("--max-head-bytes", "255"),
+        // A rate of 0 would make the body deadline infinite.
+        ("--min-body-rate", "0"),
     ] {
         fails(&[flag, value], &[], None);
     }
+    run(
+        &["--min-body-rate", "1", "--body-timeout", "1ms"],
+        &[],
+        None,
+    );
     run(
         &["--max-head-bytes", "256", "--max-body-bytes", "0"],
         &[],

@@ -24,6 +24,8 @@ mod protocol_errors;
 mod proxy;
 mod proxy_cache;
 mod shutdown;
+mod slow_body;
 mod slow_clients;
+mod strictness;
 mod upstream;
 mod waiting;
