@@ -18,17 +18,28 @@
 //! | new connection, nothing received | accept + `header_timeout` | close |
 //! | idle between requests | last response + `idle_timeout` | close |
 //! | head arriving | its first byte + `header_timeout` (total) | 408, close |
-//! | body arriving | last progress + `read_timeout` | close |
+//! | body arriving | last progress + `read_timeout`, and its head + `body_timeout` + bytes received / `min_body_rate` (total) | 408, close |
 //! | response being written | last progress + `write_timeout` | close |
+//!
+//! The body has two deadlines because each alone can be outlasted: a
+//! per-read one by a client that sends a byte just in time, forever (a
+//! 1MiB body at 10 bytes a second keeps the connection 29 hours: the
+//! R-U-Dead-Yet attack), and a fixed total one by a large body on a slow
+//! but honest link. So the total grows with the bytes received, as
+//! Apache's mod_reqtimeout does (`body=20,MinRate=500`). The head needs no
+//! rate: its total deadline is fixed and its size is bounded, so
+//! `header_timeout` alone bounds how long it can take.
 
 use std::io::{self, IoSlice, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::access::{AccessLog, Record};
+use crate::forwarded::TrustedProxies;
 use crate::http::date::unix_now;
 use crate::http::response::{chunk_header, CONTINUE, LAST_CHUNK};
 use crate::http::{self, Body, BodyFraming, Event, Later, Phase, Request, Response};
@@ -104,6 +115,13 @@ pub struct Timeouts {
     pub idle: Duration,
     /// A body must make progress within this.
     pub read: Duration,
+    /// The whole body must arrive within this after its head, plus the
+    /// time `min_body_rate` allows for the bytes received so far.
+    pub body: Duration,
+    /// Bytes per second: each that arrives extends `body` by
+    /// `1 / min_body_rate` seconds, so a body is cut once it has averaged
+    /// less than this (after `body` of slack). At least 1.
+    pub min_body_rate: u64,
     /// A response must make progress within this.
     pub write: Duration,
     /// A worker waits this long on a quiet connection before parking it.
@@ -135,6 +153,17 @@ impl Default for Timeouts {
             // Apache's mod_reqtimeout gives the body 20s; we match `header`:
             // same client, same link.
             read: Duration::from_secs(10),
+            // Apache's mod_reqtimeout, whose default is `body=20,MinRate=500`:
+            // 20s of slack, then at least 500 bytes a second on average. That
+            // is 4kbit/s, under any real link (GPRS carries ten times as
+            // much), so no honest client is cut, while a client trickling
+            // 10 bytes a second is cut after some 20s instead of keeping a
+            // 1MiB body's connection for 29 hours. The largest body at the
+            // default `max_body_bytes` may take 20s + 1MiB / 500 B/s, about
+            // 35 minutes. nginx has no rate, only `client_body_timeout`
+            // between reads; hyper has neither.
+            body: Duration::from_secs(20),
+            min_body_rate: 500,
             // nginx's `send_timeout` is 60s between two writes; Cheroot's 10s
             // socket timeout covers both directions. A client that stops
             // reading must not pin a worker for a minute.
@@ -159,8 +188,15 @@ pub struct Ctx<'a, C: Clock> {
     pub clock: &'a C,
     /// The deadlines.
     pub timeouts: Timeouts,
-    /// Set when shutdown begins: responses close, idle connections end.
+    /// Set when the listeners close: idle connections end, the parker is
+    /// gone.
     pub shutdown: &'a AtomicBool,
+    /// Set when shutdown is asked for, which may be `--drain-delay` before
+    /// the listeners close: from then on every response closes its
+    /// connection, so a front opens fresh ones (to another instance, once
+    /// its health check sees the 503) and holds none that corral might
+    /// close under a request it is about to send.
+    pub draining: &'a AtomicBool,
     /// Whether other connections wait for a worker; if so, never linger.
     pub others_waiting: &'a dyn Fn() -> bool,
     /// Where access lines go, if anywhere.
@@ -189,6 +225,8 @@ pub struct Connection<T> {
     http: http::Conn,
     /// When the current head must be complete.
     head_deadline: Option<Instant>,
+    /// When the body being received began: its head's arrival.
+    body_started: Option<Instant>,
     /// The last time bytes moved, for idle and body deadlines.
     last_progress: Instant,
     served: u64,
@@ -197,6 +235,8 @@ pub struct Connection<T> {
     requeued: bool,
     /// The request whose answer comes later, while it waits.
     waiting: Option<Waiting>,
+    /// The fronts to believe about the client, if the peer is one of them.
+    front: Option<Arc<TrustedProxies>>,
     _open: Option<GaugeGuard>,
 }
 
@@ -222,12 +262,23 @@ impl<T> Connection<T> {
             io,
             http: http::Conn::new(limits, peer),
             head_deadline: Some(now + timeouts.header),
+            body_started: None,
             last_progress: now,
             served: 0,
             requeued: false,
             waiting: None,
+            front: None,
             _open: None,
         }
+    }
+
+    /// Believes the forwarding headers of this connection's requests if its
+    /// peer is in `proxies` (see [`crate::forwarded`]). Decided once, here:
+    /// a request from anyone else costs nothing more.
+    pub fn trusting(mut self, proxies: &Arc<TrustedProxies>) -> Connection<T> {
+        let trusted = self.http.peer().is_some_and(|p| proxies.trusts(p.ip()));
+        self.front = trusted.then(|| proxies.clone());
+        self
     }
 
     /// Ties an open-connection gauge to this connection's life.
@@ -261,17 +312,36 @@ impl<T> Connection<T> {
         }
     }
 
-    /// When this connection gives up waiting, and how.
+    /// When this connection gives up waiting, and how. The parker and the
+    /// worker's loop both go by it.
     pub fn deadline(&self, t: &Timeouts) -> (Instant, Expiry) {
         let head = self.head_deadline.unwrap_or(self.last_progress + t.header);
         match self.http.phase() {
             Phase::Idle if self.served == 0 => (head, Expiry::Close),
             Phase::Idle => (self.last_progress + t.idle, Expiry::Close),
             Phase::Head => (head, Expiry::RequestTimeout),
-            Phase::Body => (self.last_progress + t.read, Expiry::Close),
+            Phase::Body => {
+                let stalled = self.last_progress + t.read;
+                let started = self.body_started.unwrap_or(self.last_progress);
+                let slow = body_deadline(started, t, self.http.body_received());
+                (
+                    slow.map_or(stalled, |slow| slow.min(stalled)),
+                    Expiry::RequestTimeout,
+                )
+            }
             Phase::Response | Phase::Closed => (self.last_progress, Expiry::Close),
         }
     }
+}
+
+/// When a body that began at `started` and has brought `received` bytes
+/// so far must be complete: `body` after its start, plus a second per
+/// `min_body_rate` bytes. `None` if that is past what an `Instant` can
+/// hold, when only the progress deadline applies.
+fn body_deadline(started: Instant, t: &Timeouts, received: u64) -> Option<Instant> {
+    let nanos = u128::from(received) * 1_000_000_000 / u128::from(t.min_body_rate.max(1));
+    let earned = Duration::from_nanos(u64::try_from(nanos).ok()?);
+    started.checked_add(t.body)?.checked_add(earned)
 }
 
 impl<T: AsRawFd> AsRawFd for Connection<T> {
@@ -376,8 +446,16 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
         }
 
         let phase = c.http.phase();
-        if phase == Phase::Idle && ctx.shutdown.load(Ordering::Relaxed) {
+        // Between requests, shutdown closes. A connection never read yet is
+        // read once first: it may carry a request sent before the listener
+        // closed (a front opening connections through the drain delay),
+        // which a close would reset unanswered.
+        if phase == Phase::Idle && ctx.shutdown.load(Ordering::Relaxed) && c.served > 0 {
             return Handoff::Close;
+        }
+        if phase == Phase::Body && c.body_started.is_none() {
+            // The read that completed the head was the last progress.
+            c.body_started = Some(c.last_progress);
         }
         let now = ctx.clock.now();
         let (deadline, expiry) = c.deadline(&ctx.timeouts);
@@ -422,8 +500,12 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // Once shutdown begins the parker is gone, so a request under
                 // way keeps its worker until it completes or its deadline
-                // passes (idle connections were closed above).
+                // passes (idle connections were closed above, and a fresh
+                // one with nothing to read closes here).
                 let draining = ctx.shutdown.load(Ordering::Relaxed);
+                if draining && c.http.phase() == Phase::Idle {
+                    return Handoff::Close;
+                }
                 let wait = if draining {
                     deadline - now
                 } else {
@@ -467,10 +549,21 @@ fn close<T: Transport>(c: &mut Connection<T>) -> Handoff {
     Handoff::Close
 }
 
-/// Ends a connection whose deadline passed: a partial head gets 408 (RFC
-/// 9110 §15.5.9), anything else closes silently.
+/// Ends a connection whose deadline passed: a partial request (a head, or
+/// a body that stalled or came too slowly) gets 408 (RFC 9110 §15.5.9), as
+/// no response has started; anything else closes silently.
 pub fn expire<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>, expiry: Expiry) {
     match (expiry, c.http.phase()) {
+        (Expiry::RequestTimeout, Phase::Body) => {
+            Metrics::inc(&ctx.metrics.body_timeouts);
+            log::debug!(
+                "{}: request body timed out after {} bytes",
+                peer_text(&c.http_peer()),
+                c.http.body_received()
+            );
+            send_error(c, ctx, &http::Error::BodyTimeout);
+            c.io.close();
+        }
         (Expiry::RequestTimeout, _) => {
             Metrics::inc(&ctx.metrics.header_timeouts);
             log::debug!("{}: request head timed out", peer_text(&c.http_peer()));
@@ -517,6 +610,19 @@ fn respond<T: Transport, C: Clock>(
     let started = ctx.clock.now();
     let unix_time = unix_now();
     Metrics::inc(&ctx.metrics.requests);
+    match (&c.front, req.peer_addr()) {
+        (Some(front), Some(peer)) => {
+            Metrics::inc(&ctx.metrics.requests_forwarded);
+            let forwarded = front.resolve(peer, req.headers());
+            req.set_forwarded(forwarded);
+        }
+        // From anyone else the header is a plain header, counted so that
+        // a front left out of --trusted-proxy shows on /metrics.
+        _ if req.headers().get_bytes("x-forwarded-for").is_some() => {
+            Metrics::inc(&ctx.metrics.forwarded_ignored);
+        }
+        _ => {}
+    }
     let mut resp = handle(ctx, &mut req);
     if let Some(later) = resp.take_later() {
         resp = match later.take() {
@@ -562,7 +668,7 @@ fn unavailable(detail: &str) -> Response {
 fn note(req: &Request, what: std::fmt::Arguments<'_>) {
     log::debug!(
         "{}: {} {}: {what}",
-        peer_text(&req.peer_addr()),
+        peer_text(&req.client_addr()),
         req.method(),
         req.target()
     );
@@ -635,7 +741,7 @@ fn send<T: Transport, C: Clock>(
     started: Instant,
     unix_time: i64,
 ) -> bool {
-    let closing = ctx.shutdown.load(Ordering::Relaxed);
+    let closing = ctx.draining.load(Ordering::Relaxed) || ctx.shutdown.load(Ordering::Relaxed);
     let mut head = Vec::with_capacity(256);
     let outcome = c.http.write_head(&resp, closing, &mut head);
     let body = resp.take_body();
@@ -675,7 +781,7 @@ fn send<T: Transport, C: Clock>(
     let done = ctx.clock.now();
     if let Some(log) = ctx.access_log {
         log.record(&Record {
-            peer: req.peer_addr(),
+            peer: req.client_addr(),
             unix_time,
             method: req.method(),
             target: req.target(),
@@ -690,6 +796,7 @@ fn send<T: Transport, C: Clock>(
     }
     c.last_progress = done;
     c.head_deadline = None;
+    c.body_started = None;
     c.served += 1;
     match sent {
         Ok(n) => {
@@ -703,7 +810,7 @@ fn send<T: Transport, C: Clock>(
             if e.kind() == io::ErrorKind::TimedOut {
                 Metrics::inc(&ctx.metrics.write_timeouts);
             }
-            log::debug!("{}: response not sent: {e}", peer_text(&req.peer_addr()));
+            log::debug!("{}: response not sent: {e}", peer_text(&req.client_addr()));
             false
         }
     }
@@ -807,4 +914,72 @@ pub fn write_all<T: Transport, C: Clock>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection whose body has brought `received` bytes, begun at
+    /// `started`, last read at `last`.
+    fn receiving(started: Instant, last: Instant, received: usize) -> Connection<()> {
+        let t = Timeouts::default();
+        let mut c = Connection::new((), None, http::Limits::default(), &t, started);
+        let mut input = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n".to_vec();
+        input.resize(input.len() + received, b'x');
+        let mut rest = input.as_slice();
+        while !rest.is_empty() {
+            let n = c
+                .http
+                .read_with(|buf| {
+                    let n = buf.len().min(rest.len());
+                    buf[..n].copy_from_slice(&rest[..n]);
+                    Ok::<usize, ()>(n)
+                })
+                .unwrap_or(0);
+            rest = &rest[n..];
+            assert!(matches!(c.http.poll(), Event::NeedMore));
+        }
+        assert_eq!(c.phase(), Phase::Body);
+        assert_eq!(c.http.body_received(), received as u64);
+        c.body_started = Some(started);
+        c.last_progress = last;
+        c
+    }
+
+    #[test]
+    fn body_deadline_grows_with_the_bytes_received() {
+        let t = Timeouts::default();
+        let t0 = Instant::now();
+        let secs = Duration::from_secs;
+        // 1000 bytes at 500 B/s earn 2s on top of the 20s: the total
+        // deadline is t0 + 22s, unless the body stalls first (10s after
+        // the last read).
+        let c = receiving(t0, t0 + secs(1), 1000);
+        assert_eq!(c.deadline(&t), (t0 + secs(11), Expiry::RequestTimeout));
+        let c = receiving(t0, t0 + secs(15), 1000);
+        assert_eq!(c.deadline(&t), (t0 + secs(22), Expiry::RequestTimeout));
+        let c = receiving(t0, t0 + secs(15), 0);
+        assert_eq!(c.deadline(&t), (t0 + secs(20), Expiry::RequestTimeout));
+        // A fraction of a second: 250 bytes earn half of one.
+        let c = receiving(t0, t0 + secs(15), 250);
+        assert_eq!(
+            c.deadline(&t),
+            (t0 + Duration::from_millis(20_500), Expiry::RequestTimeout)
+        );
+    }
+
+    #[test]
+    fn body_deadline_past_any_instant_leaves_the_progress_deadline() {
+        let t = Timeouts {
+            min_body_rate: 1,
+            ..Timeouts::default()
+        };
+        let t0 = Instant::now();
+        assert_eq!(body_deadline(t0, &t, u64::MAX), None);
+        assert_eq!(
+            body_deadline(t0, &t, 3),
+            Some(t0 + t.body + Duration::from_secs(3))
+        );
+    }
 }

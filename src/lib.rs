@@ -17,9 +17,9 @@
 //! in its module documentation.
 //!
 //! The crate is a library with a product on top. The library ([`http`],
-//! [`conn`], [`server`], [`poller`], [`router`], [`cache`], [`cached`],
-//! [`proxy`], [`config`], [`access`], [`metrics`], [`notify`]) serves handlers of your
-//! own and knows nothing of the product. The product, [`app`], is what the
+//! [`forwarded`], [`conn`], [`server`], [`poller`], [`router`], [`cache`],
+//! [`cached`], [`proxy`], [`config`], [`access`], [`metrics`], [`notify`])
+//! serves handlers of your own and knows nothing of the product. The product, [`app`], is what the
 //! `corral` binary serves: the array service (its computations and
 //! encodings in [`app::arrays`]) and the operator's endpoints
 //! ([`app::admin`]).
@@ -85,6 +85,8 @@
 
 // The sans-IO core: request bytes in, events and response bytes out.
 pub mod http;
+// Trusted proxy headers: who the client is behind a front. Pure.
+pub mod forwarded;
 // The connection loop: the only code that reads or writes a connection.
 pub mod conn;
 // Listeners, the worker pool, the parker and shutdown.

@@ -4,8 +4,9 @@
 //! here.
 //!
 //! Signals: SIGTERM and SIGINT drain and exit (a second SIGINT exits at
-//! once); SIGHUP reopens the access log file, for logrotate, and logs a
-//! status line.
+//! once): `/healthz` answers 503 at once, the listeners close after
+//! `--drain-delay`; SIGHUP reopens the access log file, for logrotate, and
+//! logs a status line.
 //!
 //! Debug builds, and builds with the `test-hooks` feature, also take the
 //! flags of the test hooks (see [`hooks`]); a plain release build does not.
@@ -14,6 +15,7 @@ use std::process::ExitCode;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -126,7 +128,13 @@ fn run(config: Config, hooks: Hooks) -> Result<ExitCode, Box<dyn std::error::Err
     let started = Instant::now();
     cached::configure(config.cache_config());
     let cache = cached::GLOBAL.clone();
-    let app = hooks.routes(app::router(cache.clone(), AppLimits::from(&config)));
+    // Set by SIGTERM (the server's shutdown flag), read by /healthz.
+    let draining = Arc::new(AtomicBool::new(false));
+    let app = hooks.routes(app::router_with_drain(
+        cache.clone(),
+        AppLimits::from(&config),
+        draining.clone(),
+    ));
     let routes = app.stats();
     let admin_listen = config.admin_listen;
     let workers = config.workers;
@@ -167,12 +175,13 @@ fn run(config: Config, hooks: Hooks) -> Result<ExitCode, Box<dyn std::error::Err
     // (all of them when there are no routes).
     let public = Proxy::new(&config, cache.clone(), app);
     let upstreams = public.upstream_stats();
-    let mut server = if public_fds.is_empty() {
+    let server = if public_fds.is_empty() {
         Server::bind(config, public)?
     } else {
         let listeners = public_fds.into_iter().map(|a| a.listener).collect();
         Server::from_listeners(listeners, config, public)?
     };
+    let mut server = server.with_shutdown_flag(draining.clone());
     let admin_listener = match (admin_fd, admin_listen) {
         (Some(passed), _) => Some(passed.listener),
         (None, Some(addr)) => {
@@ -188,6 +197,7 @@ fn run(config: Config, hooks: Hooks) -> Result<ExitCode, Box<dyn std::error::Err
             started,
             workers,
             upstreams,
+            draining,
         });
         let addr = server.add_listener(listener, admin)?;
         log::info!("operator endpoints (/metrics, /status, /cache/purge) on {addr}");

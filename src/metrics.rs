@@ -68,6 +68,12 @@ counters! {
     accept_errors: Counter,
     /// Requests answered by a handler.
     requests: Counter,
+    /// Of those, requests from a trusted front (`--trusted-proxy`), whose
+    /// client address came from its `X-Forwarded-For`.
+    requests_forwarded: Counter,
+    /// Requests with an `X-Forwarded-For` from a peer not trusted, so not
+    /// believed: spoofing, or a front missing from `--trusted-proxy`.
+    forwarded_ignored: Counter,
     /// 1xx responses.
     responses_1xx: Counter,
     /// 2xx responses.
@@ -84,7 +90,8 @@ counters! {
     header_timeouts: Counter,
     /// Keep-alive connections closed after the idle timeout.
     idle_timeouts: Counter,
-    /// Bodies that stopped making progress.
+    /// Bodies that stopped making progress, or came slower than the
+    /// minimum rate.
     body_timeouts: Counter,
     /// Responses abandoned because the client stopped reading.
     write_timeouts: Counter,

@@ -93,8 +93,9 @@ impl RouteStats {
 /// and longer prefixes before shorter ones, whatever the order of
 /// registration. A path with no route gets 404; a path whose routes all have
 /// other methods gets 405 with `Allow` (RFC 9110 §15.5.6). A `GET` route
-/// also answers `HEAD`, and `OPTIONS` on a routed path answers 204 with
-/// `Allow`.
+/// also answers `HEAD`, `OPTIONS` on a routed path answers 204 with
+/// `Allow`, and `OPTIONS *` answers 204 with every method some route
+/// serves.
 ///
 /// ```
 /// use corral::{Response, Router};
@@ -212,6 +213,9 @@ impl Handler for Router {
         let started = Instant::now();
         let (stat, resp) = match self.find(req.method(), req.path()) {
             Ok(route) => (&route.stat, route.handler.handle(req)),
+            Err(_) if req.method() == "OPTIONS" && req.path() == "*" => {
+                (&self.unmatched, self.server_options())
+            }
             Err(allowed) => (&self.unmatched, Router::refuse(req, allowed)),
         };
         stat.duration.observe(started.elapsed());
@@ -224,6 +228,31 @@ impl Handler for Router {
 }
 
 impl Router {
+    /// The answer to `OPTIONS *`, which asks about the server rather than a
+    /// resource (RFC 9110 §9.3.7): 204 with `Allow` listing every method
+    /// some route serves, as `OPTIONS` on a path lists that path's. It is
+    /// the router's to answer, not the protocol core's, because only the
+    /// routes know the methods; the core has already refused `*` with any
+    /// other method (RFC 9112 §3.2.4). nginx answers `OPTIONS *` with 400;
+    /// hyper hands it to the service.
+    fn server_options(&self) -> Response {
+        let mut allowed: Vec<&str> = Vec::new();
+        for r in &self.routes {
+            for m in [
+                r.method.as_str(),
+                if r.method == "GET" { "HEAD" } else { "" },
+            ] {
+                if !m.is_empty() && !allowed.contains(&m) {
+                    allowed.push(m);
+                }
+            }
+        }
+        if !allowed.contains(&"OPTIONS") {
+            allowed.push("OPTIONS");
+        }
+        Response::new(204).with_header("Allow", &allowed.join(", "))
+    }
+
     /// 404 for an unknown path; 405 with `Allow` (or 204 for OPTIONS) for a
     /// known path and another method.
     fn refuse(req: &Request, allowed: Vec<&str>) -> Response {
@@ -302,5 +331,22 @@ mod tests {
         let resp = r.handle(&mut req("OPTIONS", "/echo"));
         assert_eq!(resp.status(), 204);
         assert!(r.wants_body("POST", "/echo") && !r.wants_body("POST", "/nope"));
+    }
+
+    #[test]
+    fn options_asterisk_lists_every_method() {
+        let resp = router().handle(&mut req("OPTIONS", "*"));
+        assert_eq!(resp.status(), 204);
+        assert_eq!(resp.header("Allow"), Some("GET, HEAD, POST, PUT, OPTIONS"));
+        // RFC 9112 §3.2.4: absolute-form with no path is the same question.
+        let resp = router().handle(&mut req("OPTIONS", "http://a"));
+        assert_eq!(resp.header("Allow"), Some("GET, HEAD, POST, PUT, OPTIONS"));
+        // A route for `*` itself, if someone registers one, comes first.
+        let r = router().route("OPTIONS", "*", |_: &mut Request| {
+            Response::text(200, "mine")
+        });
+        assert_eq!(body(&r.handle(&mut req("OPTIONS", "*"))), b"mine");
+        // Only OPTIONS asks about the server (the core refuses `GET *`).
+        assert_eq!(router().handle(&mut req("GET", "*")).status(), 404);
     }
 }

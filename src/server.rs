@@ -26,6 +26,7 @@ use threadpool::ThreadPool;
 use crate::access::AccessLog;
 use crate::config::Config;
 use crate::conn::{self, Connection, Ctx, Handoff, SystemClock, Timeouts};
+use crate::forwarded::TrustedProxies;
 use crate::http::{Limits, Phase};
 use crate::metrics::{GaugeGuard, Metrics};
 use crate::notify::{self, Component, Health, Notifier, PoolSamples};
@@ -79,15 +80,18 @@ pub struct ShutdownHandle {
 }
 
 impl ShutdownHandle {
-    /// Begins graceful shutdown: stop accepting, finish in-flight requests,
-    /// close idle connections.
+    /// Begins graceful shutdown: responses close their connections, and
+    /// after `drain_delay` (during which a health check can see the flag
+    /// and answer 503) the listeners close, idle connections end and
+    /// in-flight requests finish.
     pub fn shutdown(&self) {
         self.flag.store(true, Ordering::SeqCst);
         let _ = (&*self.waker).write(&[1]);
     }
 
     /// The flag that [`ShutdownHandle::shutdown`] sets, for signal handlers
-    /// (which may only store to it; see `signal_hook::flag`).
+    /// (which may only store to it; see `signal_hook::flag`) and for a
+    /// health check that must fail while the server drains.
     pub fn flag(&self) -> Arc<AtomicBool> {
         self.flag.clone()
     }
@@ -112,7 +116,12 @@ struct Shared {
     limits: Limits,
     timeouts: Timeouts,
     max_waiting: u64,
+    /// Shutdown asked for: responses close (see [`Ctx::draining`]).
+    draining: Arc<AtomicBool>,
+    /// The listeners are closed: idle connections end, nothing parks.
     shutdown: Arc<AtomicBool>,
+    /// Whose forwarding headers are believed.
+    trusted: Arc<TrustedProxies>,
     metrics: Arc<Metrics>,
     access_log: Option<Arc<AccessLog>>,
     pool: ThreadPool,
@@ -221,6 +230,16 @@ impl Server {
         self
     }
 
+    /// Takes `flag` as the shutdown flag, the one [`ShutdownHandle::flag`]
+    /// returns, so a handler built before the server, such as a health
+    /// check that answers 503 while the server drains, can hold it. Call
+    /// it before [`Server::shutdown_handle`]: a handle keeps the flag it
+    /// was made with.
+    pub fn with_shutdown_flag(mut self, flag: Arc<AtomicBool>) -> Server {
+        self.handle.flag = flag;
+        self
+    }
+
     /// The progress marks the watchdog judges (and its test hook).
     pub fn health(&self) -> Arc<Health> {
         self.health.clone()
@@ -258,7 +277,9 @@ impl Server {
             limits: config.limits(),
             timeouts: config.timeouts(),
             max_waiting: config.max_waiting as u64,
-            shutdown: self.handle.flag.clone(),
+            draining: self.handle.flag.clone(),
+            shutdown: Arc::new(AtomicBool::new(false)),
+            trusted: Arc::new(config.trusted_proxies()),
             metrics: self.metrics,
             access_log: self.access_log,
             pool: threadpool::Builder::new()
@@ -296,6 +317,7 @@ impl Server {
             last_error_log: None,
             suppressed: 0,
             tick,
+            drain_delay: config.drain_delay,
         };
         // Every listener is bound (the kernel queues connections until the
         // acceptor takes them), so this is the moment to say so.
@@ -307,7 +329,7 @@ impl Server {
                     .name("corral-watchdog".into())
                     .spawn_scoped(s, || supervise(&notifier, &health, &*status, stop_rx))?;
             }
-            acceptor.run();
+            acceptor.run(&notifier);
             // Ends the supervisor (also when the acceptor panics).
             drop(stop_tx);
             io::Result::Ok(())
@@ -315,7 +337,6 @@ impl Server {
         // Closing the listeners refuses new connections at once.
         drop(acceptor);
         log::info!("shutting down: draining in-flight requests");
-        notifier.stopping();
         // Idle connections close now; requests waiting for an answer stay
         // parked through the drain, so an answer that comes in time is
         // still written.
@@ -459,6 +480,7 @@ fn ctx<'a>(
         clock: &SystemClock,
         timeouts: shared.timeouts,
         shutdown: &shared.shutdown,
+        draining: &shared.draining,
         others_waiting,
         access_log: shared.access_log.as_deref(),
         metrics: &shared.metrics,
@@ -596,13 +618,20 @@ struct Acceptor<'a> {
     suppressed: u64,
     /// The longest wait for a connection: the heartbeat interval.
     tick: Duration,
+    /// How long to go on accepting once shutdown is asked for.
+    drain_delay: Duration,
 }
 
 impl Acceptor<'_> {
-    fn run(&mut self) {
+    /// Accepts until shutdown is asked for and `drain_delay` has passed
+    /// since, then sets the `shutdown` flag and returns; its caller closes
+    /// the listeners. Tells systemd `STOPPING=1` when the delay begins.
+    fn run(&mut self, notifier: &Notifier) {
         let mut fds: Vec<_> = self.listeners.iter().map(|(l, _)| l.as_raw_fd()).collect();
         fds.push(self.waker.as_raw_fd());
-        while !self.shared.shutdown.load(Ordering::SeqCst) {
+        let mut closing_at: Option<Instant> = None;
+        let mut next_extend = Instant::now();
+        while let Some(tick) = self.drain_turn(&mut closing_at, &mut next_extend, notifier) {
             self.shared.health.hold_if_wedged(Component::Acceptor);
             self.shared.health.beat(Component::Acceptor);
             if !self.backoff.is_zero() {
@@ -615,7 +644,7 @@ impl Acceptor<'_> {
                 );
                 self.drain_waker();
             }
-            let ready = match poller::wait(&fds, Interest::Read, Some(self.tick)) {
+            let ready = match poller::wait(&fds, Interest::Read, Some(tick)) {
                 Ok(r) => r,
                 Err(e) => {
                     self.accept_failed(&e);
@@ -625,9 +654,14 @@ impl Acceptor<'_> {
             if ready.last().copied().unwrap_or(false) {
                 self.drain_waker();
             }
+            // Shutdown asked for during the wait: the next turn starts the
+            // delay, or ends the loop at once if there is none.
+            if self.shared.draining.load(Ordering::SeqCst) && closing_at.is_none() {
+                continue;
+            }
             let mut failed = false;
             for (i, _) in ready.iter().enumerate().filter(|(_, r)| **r) {
-                if i < self.listeners.len() && !self.shared.shutdown.load(Ordering::SeqCst) {
+                if i < self.listeners.len() {
                     failed |= !self.accept_from(i);
                 }
             }
@@ -635,6 +669,43 @@ impl Acceptor<'_> {
                 self.backoff = Duration::ZERO;
             }
         }
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+    }
+
+    /// Where the drain stands at the top of an accept turn: `None` once the
+    /// listeners should close, else how long this turn may wait. The delay
+    /// starts the first time the shutdown flag is seen set (a signal sets
+    /// it, then wakes the acceptor).
+    fn drain_turn(
+        &self,
+        closing_at: &mut Option<Instant>,
+        next_extend: &mut Instant,
+        notifier: &Notifier,
+    ) -> Option<Duration> {
+        if !self.shared.draining.load(Ordering::SeqCst) {
+            return Some(self.tick);
+        }
+        let now = Instant::now();
+        let at = *closing_at.get_or_insert_with(|| {
+            notifier.stopping();
+            if !self.drain_delay.is_zero() {
+                log::info!(
+                    "draining: /healthz answers 503 and responses close; \
+                     the listeners close in {:?}",
+                    self.drain_delay
+                );
+            }
+            now + self.drain_delay
+        });
+        if now >= at {
+            return None;
+        }
+        // The stop timeout must not run out during the delay either.
+        if now >= *next_extend {
+            notifier.extend_timeout(DRAIN_EXTEND_BY);
+            *next_extend = now + DRAIN_EXTEND_EVERY;
+        }
+        Some(self.tick.min(at - now).min(DRAIN_EXTEND_EVERY))
     }
 
     fn drain_waker(&mut self) {
@@ -703,6 +774,7 @@ impl Acceptor<'_> {
         }
         let now = Instant::now();
         let conn = Connection::new(stream, Some(peer), shared.limits, &shared.timeouts, now)
+            .trusting(&shared.trusted)
             .with_gauge(GaugeGuard::new(shared.metrics.clone(), |m| {
                 &m.connections_open
             }));

@@ -12,6 +12,7 @@
 //! A request in, a response out. No sockets, no threads.
 
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,6 +38,8 @@ pub struct AdminState {
     pub workers: usize,
     /// The proxy's upstreams (empty when nothing is proxied).
     pub upstreams: UpstreamStats,
+    /// The server's shutdown flag: set while it drains.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The admin routes.
@@ -88,6 +91,17 @@ pub fn prometheus(s: &AdminState) -> String {
         out,
         "corral_uptime_seconds {}",
         s.started.elapsed().as_secs()
+    );
+    write_family(
+        &mut out,
+        "corral_draining",
+        "gauge",
+        "1 once shutdown has begun (/healthz answers 503), else 0.",
+    );
+    let _ = writeln!(
+        out,
+        "corral_draining {}",
+        u8::from(s.draining.load(Relaxed))
     );
     let stats = s.cache.stats();
     for (name, value) in stats.to_vec() {

@@ -11,6 +11,9 @@
 pub mod admin;
 pub mod arrays;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use self::arrays::{Array, Format, Mandelbrot};
 use crate::cached::{self, CachedBody, ResponseCache};
 use crate::config::Config;
@@ -20,7 +23,7 @@ use crate::router::Router;
 const INDEX: &str = "corral: a hardened HTTP/1.1 server with a shared in-memory cache
 
 GET  /                this index
-GET  /healthz         liveness check, answers \"ok\"
+GET  /healthz         health check: \"ok\", or 503 \"draining\" once shutdown begins
 POST /echo            answers the request body with its Content-Type (PUT too)
 GET  /primes?below=N  every prime below N
 GET  /mandelbrot?width=W&height=H&max_iter=I&cx=X&cy=Y&scale=S
@@ -69,12 +72,31 @@ impl Default for AppLimits {
     }
 }
 
-/// The built-in routes, computing into `cache`.
+/// The built-in routes, computing into `cache`, for a server that never
+/// drains (`/healthz` always answers 200).
 pub fn router(cache: ResponseCache, limits: AppLimits) -> Router {
+    router_with_drain(cache, limits, Arc::default())
+}
+
+/// The built-in routes, computing into `cache`; `/healthz` answers 503
+/// once `draining` is set. Pass the server's shutdown flag
+/// ([`crate::server::Server::with_shutdown_flag`]), so that a front's
+/// health check takes the instance out before its listeners close.
+pub fn router_with_drain(
+    cache: ResponseCache,
+    limits: AppLimits,
+    draining: Arc<AtomicBool>,
+) -> Router {
     let primes_cache = cache.clone();
     Router::new()
         .get("/", |_: &mut Request| Response::text(200, INDEX))
-        .get("/healthz", |_: &mut Request| Response::text(200, "ok\n"))
+        .get("/healthz", move |_: &mut Request| {
+            if draining.load(Ordering::Relaxed) {
+                Response::text(503, "draining\n")
+            } else {
+                Response::text(200, "ok\n")
+            }
+        })
         .post("/echo", echo)
         .put("/echo", echo)
         .get("/primes", move |req: &mut Request| {

@@ -65,6 +65,7 @@ use log::LevelFilter;
 use crate::app::AppLimits;
 use crate::cache::CacheConfig;
 use crate::conn::Timeouts;
+use crate::forwarded::{Cidr, TrustedProxies};
 use crate::http::Limits;
 use crate::proxy::{ProxyConfig, Route};
 use options::{MAX_WORKERS, OPTIONS};
@@ -127,6 +128,13 @@ const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_ADMIN_LISTEN: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9090));
 
+/// After SIGTERM, `/healthz` answers 503 this long before the listeners
+/// close. Zero, so a lone corral stops at once as it always has; behind a
+/// front it should exceed the time the front takes to see the 503 (README,
+/// "More than one machine"), as Kubernetes users add a `preStop` sleep for
+/// the same reason.
+const DEFAULT_DRAIN_DELAY: Duration = Duration::ZERO;
+
 // ---------------------------------------------------------------------------
 // The configuration itself.
 
@@ -151,6 +159,11 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Each body read must make progress within this.
     pub read_timeout: Duration,
+    /// A whole body must arrive within this after its head, extended by a
+    /// second for every `min_body_rate` bytes received.
+    pub body_timeout: Duration,
+    /// Bytes per second a body must average, after `body_timeout`'s slack.
+    pub min_body_rate: usize,
     /// Each write must make progress within this.
     pub write_timeout: Duration,
     /// A worker waits this long on a quiet connection before parking it.
@@ -169,6 +182,11 @@ pub struct Config {
     pub log_level: LevelFilter,
     /// Where the operator's endpoints listen; `None` turns them off.
     pub admin_listen: Option<SocketAddr>,
+    /// Fronts whose `X-Forwarded-For`, `-Proto` and `-Host` are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// After SIGTERM, `/healthz` answers 503 this long before the
+    /// listeners close.
+    pub drain_delay: Duration,
     /// Byte budget of the shared cache.
     pub cache_bytes: usize,
     /// Larger values are served but not stored.
@@ -231,6 +249,8 @@ impl Default for Config {
             header_timeout: timeouts.header,
             idle_timeout: timeouts.idle,
             read_timeout: timeouts.read,
+            body_timeout: timeouts.body,
+            min_body_rate: saturating_usize(timeouts.min_body_rate),
             write_timeout: timeouts.write,
             park_timeout: timeouts.park,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
@@ -244,6 +264,10 @@ impl Default for Config {
             // misbehaving client is logged at debug.
             log_level: LevelFilter::Info,
             admin_listen: Some(DEFAULT_ADMIN_LISTEN),
+            // Nobody: a header is believed only once an operator names
+            // the front that writes it.
+            trusted_proxies: Vec::new(),
+            drain_delay: DEFAULT_DRAIN_DELAY,
             cache_bytes: saturating_usize(cache.max_bytes),
             cache_max_entry_bytes: saturating_usize(cache.max_entry_bytes),
             cache_wait_timeout: cache.wait_timeout,
@@ -337,10 +361,17 @@ impl Config {
             header: self.header_timeout,
             idle: self.idle_timeout,
             read: self.read_timeout,
+            body: self.body_timeout,
+            min_body_rate: self.min_body_rate as u64,
             write: self.write_timeout,
             park: self.park_timeout,
             wait: self.cache_wait_timeout,
         }
+    }
+
+    /// The fronts whose forwarding headers are believed.
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(self.trusted_proxies.clone())
     }
 
     /// The shared cache's limits.

@@ -4,9 +4,10 @@
 //! `Config::default` gathers from the types that use each one.
 
 use super::values::{
-    add_listen, bounded_duration, count_in, count_u32, format_access_log, format_admin_listen,
-    format_count, format_duration, format_listen, format_log_level, format_size, parse_access_log,
-    parse_admin_listen, parse_log_level, size_in, timeout,
+    add_listen, add_trusted_proxy, bounded_duration, count_in, count_u32, format_access_log,
+    format_admin_listen, format_count, format_duration, format_listen, format_log_level,
+    format_size, format_trusted_proxies, parse_access_log, parse_admin_listen, parse_log_level,
+    size_in, timeout,
 };
 use super::{Config, MIN_DEFAULT_WORKERS, WORKERS_PER_CPU};
 use crate::proxy::route::{add_routes, format_routes};
@@ -169,6 +170,10 @@ pub(super) static OPTIONS: &[OptSpec] = options![
         "close a keep-alive connection idle this long";
     "read-timeout" DURATION limit read_timeout: timeout() => format_duration,
         "each body read must make progress within this";
+    "body-timeout" DURATION limit body_timeout: timeout() => format_duration,
+        "a whole body must arrive within this, plus 1s per min-body-rate bytes received";
+    "min-body-rate" BYTES limit min_body_rate: size_in(1) => format_size,
+        "bytes per second a body must average (after body-timeout's slack), else 408";
     "write-timeout" DURATION limit write_timeout: timeout() => format_duration,
         "each write must make progress within this";
     "park-timeout" DURATION limit park_timeout: timeout() => format_duration,
@@ -187,6 +192,10 @@ pub(super) static OPTIONS: &[OptSpec] = options![
         "server log verbosity: off, error, warn, info, debug or trace";
     "admin-listen" ADDR plain admin_listen: parse_admin_listen() => format_admin_listen,
         "where /metrics, /status and /cache/purge listen (never the public port), or off";
+    "trusted-proxy" CIDR list trusted_proxies: add_trusted_proxy() => format_trusted_proxies,
+        "a front whose X-Forwarded-For, -Proto and -Host are believed (IP or CIDR), or none; repeat or comma-separate for more";
+    "drain-delay" DURATION limit drain_delay: bounded_duration() => format_duration,
+        "after SIGTERM, /healthz answers 503 this long before the listeners close";
     "cache-bytes" SIZE limit cache_bytes: size_in(0) => format_size,
         "byte budget of the shared cache";
     "cache-max-entry-bytes" SIZE limit cache_max_entry_bytes: size_in(0) => format_size,

@@ -285,7 +285,7 @@ fn every_timeout_refuses_zero() {
         .map(|o| o.name)
         .filter(|n| n.ends_with("-timeout"))
         .collect();
-    assert_eq!(timeouts.len(), 9);
+    assert_eq!(timeouts.len(), 10);
     for name in timeouts {
         let e = fails(&[&format!("--{name}=0s")], &[], None);
         assert!(e.contains("greater than zero"), "{name}: {e}");
@@ -302,9 +302,16 @@ fn floors_and_cross_checks() {
         ("--max-connections", "0"),
         ("--max-headers", "0"),
         ("--max-head-bytes", "255"),
+        // A rate of 0 would make the body deadline infinite.
+        ("--min-body-rate", "0"),
     ] {
         fails(&[flag, value], &[], None);
     }
+    run(
+        &["--min-body-rate", "1", "--body-timeout", "1ms"],
+        &[],
+        None,
+    );
     run(
         &["--max-head-bytes", "256", "--max-body-bytes", "0"],
         &[],
@@ -538,4 +545,68 @@ fn proxy_timeout_must_be_below_the_wait_timeout() {
         Config::default().proxy_config(),
         crate::proxy::ProxyConfig::default()
     );
+}
+
+#[test]
+fn trusted_proxies_accumulate_and_none_clears() {
+    let block = |s: &str| crate::forwarded::Cidr::parse(s).unwrap();
+    assert!(Config::default().trusted_proxies.is_empty());
+    let c = run(
+        &[
+            "--trusted-proxy",
+            "10.0.0.0/8, ::1",
+            "--trusted-proxy=127.0.0.1",
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(
+        c.trusted_proxies,
+        vec![block("10.0.0.0/8"), block("::1"), block("127.0.0.1/32")]
+    );
+    assert!(c.trusted_proxies().trusts("10.1.2.3".parse().unwrap()));
+    // `none` is the empty list, and clears one from a lower source.
+    let file = Some("trusted-proxy = 10.0.0.0/8\n");
+    let conf = [("CORRAL_CONFIG", "corral.conf")];
+    assert_eq!(run(&[], &conf, file).trusted_proxies.len(), 1);
+    let none = [conf[0], ("CORRAL_TRUSTED_PROXY", "none")];
+    assert!(run(&[], &none, file).trusted_proxies.is_empty());
+    // Both print back.
+    for config in [c, Config::default()] {
+        let text = config.to_config_text();
+        assert!(text.contains("\ntrusted-proxy = "), "{text}");
+        let back = run(&["--config", "corral.conf"], &[], Some(&text));
+        assert_eq!(back, config, "text was:\n{text}");
+    }
+}
+
+#[test]
+fn trusted_proxy_errors() {
+    for (value, says) in [
+        ("localhost", "not an IP address"),
+        ("10.0.0.1/8", "10.0.0.0/8"),
+        ("10.0.0.0/40", "at most 32"),
+        ("", "not an IP address"),
+        ("10.0.0.0/8,,::1", "not an IP address"),
+        ("10.0.0.0/8, 10.0.0.0/8", "listed twice"),
+        ("none, 10.0.0.0/8", "not an IP address"),
+    ] {
+        let e = fails(&["--trusted-proxy", value], &[], None);
+        assert!(
+            e.contains("--trusted-proxy") && e.contains(says),
+            "{value:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn drain_delay_is_a_duration_that_may_be_zero() {
+    assert_eq!(Config::default().drain_delay, DEFAULT_DRAIN_DELAY);
+    let c = run(&["--drain-delay", "5s"], &[], None);
+    assert_eq!(c.drain_delay, Duration::from_secs(5));
+    assert_eq!(
+        run(&["--drain-delay", "0"], &[], None).drain_delay,
+        Duration::ZERO
+    );
+    fails(&["--drain-delay", "2d"], &[], None);
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use log::LevelFilter;
 
 use super::AccessLogTarget;
+use crate::forwarded::Cidr;
 
 /// Ceiling of every `*_timeout` (and of `cache-error-ttl`): `Instant +
 /// timeout` must not overflow, and no HTTP exchange needs to wait a day.
@@ -253,6 +254,33 @@ fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
          (host names are not resolved)"
             .to_string(),
     )
+}
+
+/// Adds one occurrence of `trusted-proxy` to `list`: an IP address or a
+/// CIDR block, a comma-separated list of them, or `none` alone, which adds
+/// nothing (it is how the empty list prints, and clears a list from a
+/// lower source). Host names are refused, as for `listen`.
+pub(super) fn add_trusted_proxy(list: &mut Vec<Cidr>, value: &str) -> Result<(), String> {
+    if value.trim() == "none" {
+        return Ok(());
+    }
+    for item in value.split(',') {
+        let block = Cidr::parse(item)?;
+        if list.contains(&block) {
+            return Err(format!("{block} is listed twice"));
+        }
+        list.push(block);
+    }
+    Ok(())
+}
+
+/// Prints the `trusted-proxy` list the way [`add_trusted_proxy`] reads it.
+pub(super) fn format_trusted_proxies(list: &[Cidr]) -> String {
+    if list.is_empty() {
+        return "none".to_string();
+    }
+    let blocks: Vec<String> = list.iter().map(Cidr::to_string).collect();
+    blocks.join(", ")
 }
 
 /// An address as [`parse_listen_addr`] takes it, or `off`.

@@ -5,8 +5,20 @@
 use super::choices::Choices;
 
 const METHODS: &[&[u8]] = &[
-    b"GET", b"POST", b"POST", b"PUT", b"HEAD", b"OPTIONS", b"DELETE", b"CONNECT", b"get", b"G(T",
+    b"GET",
+    b"POST",
+    b"POST",
+    b"PUT",
+    b"HEAD",
+    b"OPTIONS",
+    b"DELETE",
+    b"CONNECT",
+    b"get",
+    b"G(T",
     b"",
+    // Not HTTP: the start of a TLS ClientHello, and an SSH banner.
+    b"\x16\x03\x01\x02\x00\x01",
+    b"SSH-2.0-x",
 ];
 const TARGETS: &[&[u8]] = &[
     b"/",
@@ -21,6 +33,22 @@ const TARGETS: &[&[u8]] = &[
     b"/\xc3\xa9",
     b"/\xff",
     b"/a\x7f",
+    b"/a#f",
+    b"/a b",
+    b"/%41%zz",
+    b"/%4",
+    b"/a|b",
+    b"/[x]",
+    b"//a?b?/c",
+    b"http://h?q",
+    b"http://u@h/",
+    b"http://h:8x/",
+    b"http://[::1]:80/",
+    b"http://[zz]/",
+    b"http://:80/",
+    b"ftp://h/",
+    b"*x",
+    b"[::1]:443",
 ];
 const VERSIONS: &[&[u8]] = &[
     b"HTTP/1.1",
@@ -32,6 +60,9 @@ const VERSIONS: &[&[u8]] = &[
     b"HTTP/1.1 ",
     b"HTTP/1.10",
     b"HTTP/1",
+    b"HTTP/0.9",
+    b"HTTP/1.x",
+    b"HTTPS/1.1",
 ];
 const SPACES: &[&[u8]] = &[b" ", b" ", b" ", b"  ", b"\t", b""];
 const EOLS: &[&[u8]] = &[b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r", b"\r\r\n", b"\n\r"];
@@ -102,6 +133,16 @@ const VALUES: &[&[u8]] = &[
     b"[::1]",
     b"a b",
     b"a/b",
+    b"a:",
+    b"a:8x",
+    b":80",
+    b"a:1:2",
+    b"u@a",
+    b"[::1]:80",
+    b"[zz]",
+    b"[v1.x]",
+    b"a%41",
+    b"a%zz",
     b"close",
     b"Close",
     b"keep-alive",
@@ -148,7 +189,17 @@ pub(super) fn generate(c: &mut Choices) -> Vec<u8> {
     let mut w = Vec::new();
     for _ in 0..1 + c.below(3) {
         if c.below(8) == 7 {
-            w.extend_from_slice(c.pick(&[b"\r\n" as &[u8], b"\n", b"\r\n\r\n", b"\r", b"\n\r\n"]));
+            // Empty lines before the request line: one or two, a bare CR,
+            // and one past the bound of ten.
+            w.extend_from_slice(c.pick(&[
+                b"\r\n" as &[u8],
+                b"\n",
+                b"\r\n\r\n",
+                b"\r",
+                b"\n\r\n",
+                b"\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n",
+                b"\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n",
+            ]));
         }
         w.extend_from_slice(c.pick(METHODS));
         w.extend_from_slice(c.pick(SPACES));

@@ -77,7 +77,7 @@ use crate::http::{BodyLimits, Decoder, Head, HeadLimits, Limits, Phase, Version}
 use choices::Choices;
 use driver::{assert_same, cuts, drive, Ev, Plain, Run};
 use grammar::generate;
-use reference::{head_end, ref_chunked, reference, Stop};
+use reference::{head_end, line_verdict, ref_chunked, reference, Stop};
 use serve::serve_script;
 
 /// The limits of `src/http/tests.rs`: small enough to reach with short inputs.
@@ -170,9 +170,10 @@ fn check_head(head: &Head) {
 }
 
 /// Walks the requests `run` delivered, checking that each consumed exactly
-/// its head (whose end an independent line-by-line search finds, and whose
-/// verdict is the one `parse_head` gives on exactly those bytes) and then
-/// exactly its body.
+/// its head (whose request line is refused as soon as an independent
+/// reference can tell, whose end an independent line-by-line search finds,
+/// and whose verdict is the one `parse_head` gives on exactly those bytes)
+/// and then exactly its body.
 fn check_heads(input: &[u8], limits: Limits, run: &Run) {
     let mut pos = 0;
     let verdict = run.verdict();
@@ -181,6 +182,15 @@ fn check_heads(input: &[u8], limits: Limits, run: &Run) {
     loop {
         let rest = &input[pos..];
         let event = events.next();
+        if let Some(status) = line_verdict(rest, limits.max_head_bytes) {
+            assert_eq!(
+                event,
+                Some(&Ev::Err(status)),
+                "request line {:?}",
+                String::from_utf8_lossy(&rest[..rest.len().min(200)])
+            );
+            return;
+        }
         let Some(len) = head_end(rest) else {
             if rest.len() > limits.max_head_bytes {
                 assert!(

@@ -296,6 +296,9 @@ pub(super) fn reference(input: &[u8], limits: Limits) -> (Vec<Ev>, Vec<usize>) {
 /// find the head's end, split it into lines, check each line, then decide
 /// the framing.
 fn ref_request(data: &[u8], limits: Limits) -> Result<RefRequest, Stop> {
+    if let Some(status) = line_verdict(data, limits.max_head_bytes) {
+        return Err(Stop::Reject(status));
+    }
     let Some(head_len) = head_end(data) else {
         return Err(if data.len() > limits.max_head_bytes {
             Stop::Reject(431)
@@ -328,29 +331,20 @@ fn ref_request(data: &[u8], limits: Limits) -> Result<RefRequest, Stop> {
     lines.truncate(lines.len() - 2);
     let (request_line, field_lines) = lines.split_first().ok_or(BAD)?;
 
-    // method SP request-target SP HTTP-version, single spaces.
+    // The request line passed `line_verdict`, whole (the head is within
+    // the limit): method SP request-target SP HTTP/1.x, single spaces.
     let mut parts = request_line.splitn(3, |&b| b == b' ');
     let (method, target, version) = match (parts.next(), parts.next(), parts.next()) {
         (Some(m), Some(t), Some(v)) => (m, t, v),
         _ => return Err(BAD),
     };
-    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
-        return Err(BAD);
-    }
-    let target_ok = |b: u8| (0x21..=0x7e).contains(&b) || b >= 0x80;
-    if target.is_empty() || !target.iter().all(|&b| target_ok(b)) {
-        return Err(BAD);
-    }
     let target = std::str::from_utf8(target).map_err(|_| BAD)?;
     let method = std::str::from_utf8(method).map_err(|_| BAD)?;
-    let version = match version {
-        b"HTTP/1.1" => Version::Http11,
-        b"HTTP/1.0" => Version::Http10,
-        _ => return Err(Stop::Reject(505)),
+    let version = if version == b"HTTP/1.0" {
+        Version::Http10
+    } else {
+        Version::Http11
     };
-    if !ref_target_ok(method, target) {
-        return Err(BAD);
-    }
 
     // name ":" OWS value OWS; no whitespace before the colon, no obs-fold
     // (a line starting with whitespace has no valid name either).
@@ -385,12 +379,13 @@ fn ref_request(data: &[u8], limits: Limits) -> Result<RefRequest, Stop> {
             .collect()
     };
 
-    // Exactly one valid Host in HTTP/1.1, at most one in HTTP/1.0.
+    // Exactly one valid Host in HTTP/1.1, at most one in HTTP/1.0; valid
+    // is empty, or a host and maybe a port.
     let hosts = all("host");
-    let host_byte = |b: &u8| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(b);
     match hosts.as_slice() {
         [] if version == Version::Http10 => {}
-        [host] if host.iter().all(host_byte) => {}
+        [b""] => {}
+        [host] if ref_authority(host).is_some_and(|(h, _)| !h.is_empty()) => {}
         _ => return Err(BAD),
     }
 
@@ -459,31 +454,176 @@ fn ref_request(data: &[u8], limits: Limits) -> Result<RefRequest, Stop> {
     })
 }
 
-/// RFC 9112 §3.2: origin-form for any method but CONNECT (which we do not
-/// serve), absolute-form (http or https, with an authority), asterisk-form
-/// only for OPTIONS.
-fn ref_target_ok(method: &str, target: &str) -> bool {
-    if method == "CONNECT" {
-        return false;
+/// The verdict on the request line at the start of `data`, judging only
+/// its first `max` bytes (RFC 9112 §2.2, §2.3 and §3 as our core reads
+/// them): the status to refuse it with as soon as no bytes to come could
+/// make it valid, or once it is whole and invalid; `None` while it is
+/// valid so far, or whole and valid.
+///
+/// Written the other way round from the core's byte-by-byte scanner: it
+/// cuts out the line as far as it has come, splits it at its spaces, and
+/// asks of each piece whether it is, or may still become, what the grammar
+/// wants there.
+pub(super) fn line_verdict(data: &[u8], max: usize) -> Option<u16> {
+    let data = &data[..data.len().min(max)];
+    // At most ten empty lines, each an LF or a CRLF.
+    let mut rest = data;
+    for n in 0.. {
+        let after = match rest {
+            [b'\n', after @ ..] | [b'\r', b'\n', after @ ..] => after,
+            [] | [b'\r'] => return None,
+            [b'\r', ..] => return Some(400),
+            _ => break,
+        };
+        if n == 10 {
+            return Some(400);
+        }
+        rest = after;
     }
-    if target.starts_with('/') {
-        return true;
+    // The line is judged whole once its LF is in; a CR before it already
+    // ends the last piece.
+    let lf = rest.iter().position(|&b| b == b'\n');
+    let until_lf = &rest[..lf.unwrap_or(rest.len())];
+    let line = until_lf.strip_suffix(b"\r").unwrap_or(until_lf);
+    if line.contains(&b'\r') {
+        return Some(400);
     }
-    if target == "*" {
-        return method == "OPTIONS";
+    let ended = lf.is_some() || line.len() < until_lf.len();
+    let pieces: Vec<&[u8]> = line.splitn(3, |&b| b == b' ').collect();
+    if ended && pieces.len() != 3 {
+        return Some(400);
+    }
+    // Each piece but the last is complete; the last may be cut short.
+    let last = pieces.len() - 1;
+    for (i, piece) in pieces.iter().enumerate() {
+        let cut = !ended && i == last;
+        let ok = match i {
+            0 => (!piece.is_empty() || cut) && piece.iter().all(|&b| is_tchar(b)),
+            1 => (!piece.is_empty() || cut) && ref_target_bytes(piece, cut),
+            _ => {
+                let shape = b"HTTP/0.0";
+                piece.len() <= shape.len()
+                    && (cut || piece.len() == shape.len())
+                    && piece.iter().zip(shape).all(|(&b, &s)| {
+                        if s == b'0' {
+                            b.is_ascii_digit()
+                        } else {
+                            b == s
+                        }
+                    })
+            }
+        };
+        if !ok {
+            return Some(400);
+        }
+    }
+    let (Some(_), &[method, target, version]) = (lf, pieces.as_slice()) else {
+        return None;
+    };
+    if version[5] != b'1' {
+        return Some(505);
+    }
+    ref_target_verdict(method, target)
+}
+
+/// Whether `t` holds only bytes some request-target may hold, with each
+/// `%` followed by two hex digits (or, when `cut`, by as many as arrived).
+fn ref_target_bytes(t: &[u8], cut: bool) -> bool {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?[]".contains(&b);
+    // The digits after a `%` are alphanumeric, so allowed anyway.
+    t.iter().enumerate().all(|(i, &b)| {
+        allowed(b) || b == b'%' && (1..=2).all(|k| t.get(i + k).map_or(cut, u8::is_ascii_hexdigit))
+    })
+}
+
+/// RFC 9112 §3.2 for a whole line whose bytes are valid: origin-form and
+/// absolute-form (http or https) for any method but CONNECT, asterisk-form
+/// only for OPTIONS, authority-form only for CONNECT, which is 501.
+fn ref_target_verdict(method: &[u8], target: &[u8]) -> Option<u16> {
+    let path_ok = |p: &[u8]| {
+        p.iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b))
+    };
+    if method == b"CONNECT" {
+        return match ref_authority(target) {
+            Some((host, Some(port))) if !host.is_empty() && !port.is_empty() => Some(501),
+            _ => Some(400),
+        };
+    }
+    if target == b"*" {
+        return (method != b"OPTIONS").then_some(400);
+    }
+    if target.starts_with(b"/") {
+        return (!path_ok(target)).then_some(400);
     }
     let lower = target.to_ascii_lowercase();
-    let Some(rest) = lower
-        .strip_prefix("http://")
-        .or_else(|| lower.strip_prefix("https://"))
+    let Some(after) = lower
+        .strip_prefix(b"http://")
+        .or_else(|| lower.strip_prefix(b"https://"))
     else {
-        return false;
+        return Some(400);
     };
-    let authority = rest.split(['/', '?']).next().unwrap_or("");
-    !authority.is_empty()
-        && authority
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b))
+    // Back to the original bytes, from the same offset.
+    let after = &target[target.len() - after.len()..];
+    let end = after
+        .iter()
+        .position(|&b| b == b'/' || b == b'?')
+        .unwrap_or(after.len());
+    let ok = match ref_authority(&after[..end]) {
+        Some((host, _)) => !host.is_empty() && path_ok(&after[end..]),
+        None => false,
+    };
+    (!ok).then_some(400)
+}
+
+/// `host [ ":" port ]` per RFC 3986 §3.2.2 and §3.2.3 (no userinfo): the
+/// host and the port, or `None` if either is malformed.
+fn ref_authority(a: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
+    let (host, port) = if a.starts_with(b"[") {
+        let close = a.iter().position(|&b| b == b']')? + 1;
+        let inner = &a[1..close - 1];
+        let ipv6 = std::str::from_utf8(inner)
+            .ok()
+            .and_then(|s| s.parse::<std::net::Ipv6Addr>().ok())
+            .is_some();
+        let future = match inner {
+            [b'v' | b'V', tail @ ..] => match tail.iter().position(|&b| b == b'.') {
+                Some(dot) => {
+                    dot > 0
+                        && tail[..dot].iter().all(u8::is_ascii_hexdigit)
+                        && dot + 1 < tail.len()
+                        && tail[dot + 1..]
+                            .iter()
+                            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:".contains(&b))
+                }
+                None => false,
+            },
+            _ => false,
+        };
+        if !(ipv6 || future) {
+            return None;
+        }
+        a.split_at(close)
+    } else {
+        let colon = a.iter().position(|&b| b == b':').unwrap_or(a.len());
+        let host = &a[..colon];
+        let reg_name = host.iter().enumerate().all(|(i, &b)| {
+            b.is_ascii_alphanumeric()
+                || b"-._~!$&'()*+,;=".contains(&b)
+                || (b == b'%'
+                    && host.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                    && host.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+        });
+        if !reg_name {
+            return None;
+        }
+        a.split_at(colon)
+    };
+    match port {
+        [] => Some((host, None)),
+        [b':', digits @ ..] if digits.iter().all(u8::is_ascii_digit) => Some((host, Some(digits))),
+        _ => None,
+    }
 }
 
 /// The length of the head at the start of `data`, found line by line: the

@@ -21,6 +21,8 @@ pub(super) const TIMEOUTS: Timeouts = Timeouts {
     header: Duration::from_secs(1),
     idle: Duration::from_millis(500),
     read: Duration::from_secs(1),
+    body: Duration::from_secs(1),
+    min_body_rate: 100,
     write: Duration::from_secs(1),
     park: Duration::from_millis(5),
     wait: Duration::from_secs(1),

@@ -7,7 +7,8 @@ use std::fmt;
 /// no longer know where the next request starts (RFC 9112 §11.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Error {
-    /// The message is not valid HTTP/1.1; the text says what was wrong.
+    /// The message is not valid HTTP/1.1, or the bytes are not HTTP at
+    /// all; the text says what was wrong.
     Malformed(&'static str),
     /// The request target does not fit in the head limit.
     UriTooLong,
@@ -21,12 +22,15 @@ pub enum Error {
     UnsupportedTransferCoding,
     /// A method the server cannot frame, such as `CONNECT`.
     NotImplemented(&'static str),
-    /// An HTTP version other than 1.0 or 1.1.
+    /// A well-formed HTTP version whose major version is not 1 (a
+    /// malformed one is [`Error::Malformed`]).
     UnsupportedVersion,
     /// An `Expect` value other than `100-continue` (RFC 9110 §10.1.1).
     ExpectationFailed,
     /// The head did not arrive before its deadline.
     HeadTimeout,
+    /// The body stalled, or arrived slower than the minimum rate.
+    BodyTimeout,
 }
 
 impl Error {
@@ -34,7 +38,7 @@ impl Error {
     pub fn status(&self) -> u16 {
         match self {
             Error::Malformed(_) => 400,
-            Error::HeadTimeout => 408,
+            Error::HeadTimeout | Error::BodyTimeout => 408,
             Error::BodyTooLarge => 413,
             Error::UriTooLong => 414,
             Error::ExpectationFailed => 417,
@@ -60,6 +64,7 @@ impl fmt::Display for Error {
             Error::UnsupportedVersion => f.write_str("unsupported HTTP version (use 1.0 or 1.1)"),
             Error::ExpectationFailed => f.write_str("unsupported expectation"),
             Error::HeadTimeout => f.write_str("request head not received in time"),
+            Error::BodyTimeout => f.write_str("request body not received in time"),
         }
     }
 }

@@ -23,11 +23,15 @@ pub mod body;
 pub mod date;
 mod error;
 pub mod later;
+mod line;
 pub mod request;
 pub mod response;
 pub mod upstream;
+mod uri;
 
 use std::net::SocketAddr;
+
+use line::LineScan;
 
 pub use body::{BodyLimits, Decoder};
 pub use error::Error;
@@ -39,6 +43,7 @@ pub use response::{Body, BodyFraming, HeadLength, HeadOutcome, RequestInfo, Resp
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Request line plus header section, in bytes (431, or 414 for the line).
+    /// Empty lines before the request line count too.
     pub max_head_bytes: usize,
     /// Header field lines (431).
     pub max_headers: usize,
@@ -110,6 +115,8 @@ enum State {
         decoder: Decoder,
         body: Vec<u8>,
         expect_pending: bool,
+        /// Body bytes received so far, framing included.
+        received: u64,
     },
     SendResponse {
         info: RequestInfo,
@@ -139,12 +146,12 @@ pub struct Conn {
     /// `buf[start..end]` holds received bytes not yet consumed.
     start: usize,
     end: usize,
+    /// How far the request line of the head arriving has been checked.
+    line: LineScan,
     /// Offset from `start` where the search for the end of the head resumes,
-    /// so a head trickling in byte by byte is scanned once, not once a byte.
+    /// once the request line is in, so a head trickling in byte by byte is
+    /// scanned once, not once a byte.
     scan: usize,
-    /// Whether a byte other than CR or LF has arrived for this head; until
-    /// then `scan` counts the empty lines before the request line.
-    in_head: bool,
     /// The outcome of the head being sent, until [`Conn::response_sent`].
     sending: Option<HeadOutcome>,
 }
@@ -159,8 +166,8 @@ impl Conn {
             buf: Vec::new(),
             start: 0,
             end: 0,
+            line: LineScan::default(),
             scan: 0,
-            in_head: false,
             sending: None,
         }
     }
@@ -189,6 +196,16 @@ impl Conn {
     /// Received bytes not yet consumed.
     pub fn buffered(&self) -> usize {
         self.end - self.start
+    }
+
+    /// Bytes of the body being received that have arrived so far, chunk
+    /// framing included; 0 outside a body. The connection loop's minimum
+    /// body rate is measured with it.
+    pub fn body_received(&self) -> u64 {
+        match self.state {
+            State::RecvBody { received, .. } => received,
+            _ => 0,
+        }
     }
 
     /// Lets `read` fill the free part of the receive buffer, and records the
@@ -263,21 +280,22 @@ impl Conn {
 
     fn poll_head(&mut self) -> Event {
         let data = &self.buf[self.start..self.end];
-        if !self.in_head {
-            // RFC 9112 §2.2: empty lines before a request line are ignored.
-            // They stay part of this head (httparse skips them too), so they
-            // count against its limit and its deadline.
-            self.scan += data[self.scan..]
-                .iter()
-                .take_while(|&&b| b == b'\r' || b == b'\n')
-                .count();
-            self.in_head = self.scan < data.len();
-        }
-        match find_head_end(data, self.scan) {
-            Ok(len) if len > self.limits.max_head_bytes => {
-                let e = self.oversize_error(data);
-                self.fail(e)
-            }
+        let max = self.limits.max_head_bytes;
+        // The request line first, as far as it has come: bytes that cannot
+        // begin one are refused at once, and a complete line is judged
+        // before any field line arrives. Only the bytes within the head
+        // limit are looked at, so that the verdict on a head that overflows
+        // it is the same however its bytes arrive.
+        let line = match self.line.scan(&data[..data.len().min(max)]) {
+            Ok(Some(line)) => line,
+            Ok(None) if data.len() > max => return self.fail(Error::UriTooLong),
+            Ok(None) => return Event::NeedMore,
+            Err(e) => return self.fail(e),
+        };
+        // Then the blank line that ends the head, searched for from the
+        // request line's LF on.
+        match find_head_end(data, self.scan.max(line.next - 1)) {
+            Ok(len) if len > max => self.fail(Error::HeadTooLarge),
             Ok(len) => {
                 let parsed = request::parse_head(
                     &data[..len],
@@ -286,18 +304,13 @@ impl Conn {
                     },
                 );
                 self.start += len;
-                self.scan = 0;
-                self.in_head = false;
+                self.reset_head();
                 match parsed {
                     Ok(head) => self.start_body(head),
                     Err(e) => self.fail(e),
                 }
             }
-            Err(resume) if data.len() > self.limits.max_head_bytes => {
-                let _ = resume;
-                let e = self.oversize_error(data);
-                self.fail(e)
-            }
+            Err(_) if data.len() > max => self.fail(Error::HeadTooLarge),
             Err(resume) => {
                 self.scan = resume;
                 Event::NeedMore
@@ -305,25 +318,10 @@ impl Conn {
         }
     }
 
-    /// 414 while the request line itself is what overflowed, 431 otherwise.
-    ///
-    /// The request line's end is measured from the start of the buffer, as
-    /// the empty lines before it count against the limit too. So only the
-    /// first `max_head_bytes` bytes decide, and the answer is the same
-    /// however the bytes arrived (found by the `request_head` fuzz target).
-    fn oversize_error(&self, data: &[u8]) -> Error {
-        let lead = data
-            .iter()
-            .take_while(|&&b| b == b'\r' || b == b'\n')
-            .count();
-        let line_end = data[lead..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map(|i| lead + i);
-        match line_end {
-            Some(i) if i < self.limits.max_head_bytes => Error::HeadTooLarge,
-            _ => Error::UriTooLong,
-        }
+    /// Forgets the head just parsed (or abandoned), for the next one.
+    fn reset_head(&mut self) {
+        self.line = LineScan::default();
+        self.scan = 0;
     }
 
     fn start_body(&mut self, head: Head) -> Event {
@@ -352,6 +350,7 @@ impl Conn {
             decoder,
             body: Vec::with_capacity(capacity),
             expect_pending,
+            received: 0,
         };
         self.poll_body()
     }
@@ -361,6 +360,7 @@ impl Conn {
             decoder,
             body,
             expect_pending,
+            received,
             ..
         } = &mut self.state
         else {
@@ -371,6 +371,7 @@ impl Conn {
             Err(e) => return self.fail(e),
         };
         self.start += progress.consumed;
+        *received += progress.consumed as u64;
         if !progress.done {
             if *expect_pending {
                 *expect_pending = false;
@@ -455,8 +456,7 @@ impl Conn {
             State::SendResponse { .. } if keep_alive => State::RecvHead,
             _ => State::MustClose { error_info: None },
         };
-        self.scan = 0;
-        self.in_head = false;
+        self.reset_head();
     }
 
     /// The response that reports `e` to the peer.

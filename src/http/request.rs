@@ -1,13 +1,18 @@
-//! Request heads: parsed with `httparse` into an owned [`Head`], then checked
-//! against the framing rules of RFC 9112 §6 and §3.2. Pure: bytes in, a
-//! verdict out.
+//! Request heads: the request line checked by [`line`](super::line), the
+//! field lines parsed with `httparse` into an owned [`Head`], then checked
+//! against the rules for Host (RFC 9112 §3.2) and framing (§6). Pure: bytes
+//! in, a verdict out.
 
 use std::net::SocketAddr;
 
+use super::line::request_line;
+use super::uri::{self, Use};
 use super::Error;
+use crate::forwarded::Forwarded;
 
-/// The protocol version of a request. Only HTTP/1.0 and HTTP/1.1 are served;
-/// anything else is answered with 505.
+/// The protocol version of a request. Only HTTP/1.0 and HTTP/1.1 are served
+/// (a later HTTP/1.x as HTTP/1.1); another major version is answered with
+/// 505.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Version {
     /// HTTP/1.0: close after each response unless the client asks to keep alive.
@@ -131,33 +136,42 @@ impl Head {
     /// The path part of the target (for absolute-form, the path after the
     /// authority; for asterisk-form, `*`), not percent-decoded.
     pub fn path(&self) -> &str {
-        split_target(&self.target).0
+        self.split_target().0
     }
 
     /// The query part of the target, without the `?`.
     pub fn query(&self) -> Option<&str> {
-        split_target(&self.target).1
+        self.split_target().1
     }
-}
 
-/// Splits a request target into its raw path and query.
-fn split_target(target: &str) -> (&str, Option<&str>) {
-    let rest = match target.find("://") {
-        // absolute-form: scheme "://" authority path-abempty [ "?" query ]
-        Some(i) if !target.starts_with('/') => {
-            let after = &target[i + 3..];
-            match after.find(['/', '?']) {
-                Some(j) => &after[j..],
-                None => "",
-            }
+    /// The host the request is for, port included if sent: the authority
+    /// of an absolute-form target, which wins over the Host field (RFC 9112
+    /// §3.2.2), or else the Host field, which may be empty. `None` only
+    /// for an HTTP/1.0 request without Host.
+    pub fn host(&self) -> Option<&str> {
+        match uri::split_absolute(&self.target) {
+            Some((authority, _)) => Some(authority),
+            None => self.headers.get("host"),
         }
-        _ => target,
-    };
-    let (path, query) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rest, None),
-    };
-    (if path.is_empty() { "/" } else { path }, query)
+    }
+
+    /// Splits the target into its raw path and query.
+    fn split_target(&self) -> (&str, Option<&str>) {
+        let target = self.target.as_str();
+        let rest = match uri::split_absolute(target) {
+            // RFC 9112 §3.2.4: an OPTIONS with an absolute-form target
+            // that has no path and no query asks about the server as a
+            // whole, as `OPTIONS *` does (the last proxy would send that).
+            Some((_, "")) if self.method == "OPTIONS" => "*",
+            Some((_, rest)) => rest,
+            None => target,
+        };
+        let (path, query) = match rest.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (rest, None),
+        };
+        (if path.is_empty() { "/" } else { path }, query)
+    }
 }
 
 /// Optional whitespace (SP / HTAB) trimmed from both ends (RFC 9110 §5.6.3).
@@ -171,54 +185,14 @@ pub(crate) fn trim_ows(mut v: &[u8]) -> &[u8] {
     v
 }
 
-/// Parses a complete request head: `buf` holds the request line, the field
-/// lines and the empty line that ends them, and nothing else.
+/// Parses a complete request head: `buf` holds any empty lines, the request
+/// line, the field lines and the empty line that ends them, and nothing
+/// else. The request line is judged first, as [`Conn`](super::Conn) judges
+/// it as soon as it arrives.
 pub fn parse_head(buf: &[u8], limits: HeadLimits) -> Result<Head, Error> {
-    // Most requests carry a handful of fields: parse into slots on the
-    // stack, and parse again into slots for the configured maximum only a
-    // head with more than fit there.
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
-    match parse_into(buf, &mut stack[..limits.max_headers.min(STACK_HEADERS)]) {
-        Err(Error::TooManyHeaders) if limits.max_headers > STACK_HEADERS => {
-            parse_into(buf, &mut vec![httparse::EMPTY_HEADER; limits.max_headers])
-        }
-        result => result,
-    }
-}
-
-/// Header slots kept on the stack while parsing.
-const STACK_HEADERS: usize = 32;
-
-fn parse_into<'b>(buf: &'b [u8], slots: &mut [httparse::Header<'b>]) -> Result<Head, Error> {
-    let mut req = httparse::Request::new(slots);
-    let status = match req.parse(buf) {
-        Ok(s) => s,
-        Err(e) => return Err(map_httparse(e)),
-    };
-    if status.is_partial() {
-        // The caller found the blank line, so httparse saw it too unless the
-        // head is not what it seemed (e.g. a bare CR in the request line).
-        return Err(Error::Malformed("incomplete head"));
-    }
-    let version = match req.version {
-        Some(0) => Version::Http10,
-        Some(1) => Version::Http11,
-        _ => return Err(Error::UnsupportedVersion),
-    };
-    let method = req.method.unwrap_or_default().to_owned();
-    let target = req.path.unwrap_or_default().to_owned();
-    check_target(&method, &target)?;
-
-    let mut headers = Headers::new();
-    for h in req.headers.iter() {
-        // httparse rejects whitespace before the colon, obs-fold and bare
-        // control bytes in requests; a NUL or DEL it lets through is checked
-        // here, since a value is handed to handlers as text.
-        if h.value.iter().any(|&b| b == 0 || b == 0x7f) {
-            return Err(Error::Malformed("control character in field value"));
-        }
-        headers.push(h.name, trim_ows(h.value));
-    }
+    let (line, fields_at) = request_line(buf)?;
+    let headers = parse_fields(&buf[fields_at..], limits.max_headers)?;
+    let version = line.version;
     check_host(version, &headers)?;
     let framing = framing(version, &headers)?;
 
@@ -242,8 +216,8 @@ fn parse_into<'b>(buf: &'b [u8], slots: &mut [httparse::Header<'b>]) -> Result<H
         }
     };
     Ok(Head {
-        method,
-        target,
+        method: line.method.to_owned(),
+        target: line.target.to_owned(),
         version,
         headers,
         framing,
@@ -252,67 +226,80 @@ fn parse_into<'b>(buf: &'b [u8], slots: &mut [httparse::Header<'b>]) -> Result<H
     })
 }
 
+/// Parses the field lines and the empty line after them. Most requests
+/// carry a handful of fields: parse into slots on the stack, and parse
+/// again into slots for the configured maximum only when more than fit
+/// there.
+fn parse_fields(buf: &[u8], max_headers: usize) -> Result<Headers, Error> {
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    match fields_into(buf, &mut stack[..max_headers.min(STACK_HEADERS)]) {
+        Err(Error::TooManyHeaders) if max_headers > STACK_HEADERS => {
+            fields_into(buf, &mut vec![httparse::EMPTY_HEADER; max_headers])
+        }
+        result => result,
+    }
+}
+
+/// Header slots kept on the stack while parsing.
+const STACK_HEADERS: usize = 32;
+
+fn fields_into<'b>(buf: &'b [u8], slots: &mut [httparse::Header<'b>]) -> Result<Headers, Error> {
+    let (len, fields) = match httparse::parse_headers(buf, slots) {
+        Ok(httparse::Status::Complete(done)) => done,
+        // The caller found the blank line, so httparse saw it too unless
+        // the head is not what it seemed.
+        Ok(httparse::Status::Partial) => return Err(Error::Malformed("incomplete head")),
+        Err(e) => return Err(map_httparse(e)),
+    };
+    if len != buf.len() {
+        return Err(Error::Malformed("incomplete head"));
+    }
+    let mut headers = Headers::new();
+    for h in fields {
+        // httparse rejects whitespace before the colon, obs-fold and bare
+        // control bytes in requests; a NUL or DEL it lets through is checked
+        // here, since a value is handed to handlers as text.
+        if h.value.iter().any(|&b| b == 0 || b == 0x7f) {
+            return Err(Error::Malformed("control character in field value"));
+        }
+        headers.push(h.name, trim_ows(h.value));
+    }
+    Ok(headers)
+}
+
 fn map_httparse(e: httparse::Error) -> Error {
     match e {
-        httparse::Error::Version => Error::UnsupportedVersion,
         httparse::Error::TooManyHeaders => Error::TooManyHeaders,
         httparse::Error::HeaderName => Error::Malformed("invalid field name"),
         httparse::Error::HeaderValue => Error::Malformed("invalid field value"),
         httparse::Error::NewLine => Error::Malformed("invalid line ending"),
-        httparse::Error::Token => Error::Malformed("invalid method or target"),
-        httparse::Error::Status => Error::Malformed("invalid request line"),
-    }
-}
-
-/// RFC 9112 §3.2: origin-form for most requests, absolute-form for any,
-/// authority-form only for CONNECT, asterisk-form only for OPTIONS.
-fn check_target(method: &str, target: &str) -> Result<(), Error> {
-    if method == "CONNECT" {
-        // Tunnels are out of scope: a server that does not support a method
-        // answers 501 (RFC 9110 §9.1).
-        return Err(Error::NotImplemented("CONNECT"));
-    }
-    if target.starts_with('/') {
-        return Ok(());
-    }
-    if target == "*" {
-        return if method == "OPTIONS" {
-            Ok(())
-        } else {
-            Err(Error::Malformed("asterisk-form target is only for OPTIONS"))
-        };
-    }
-    let lower = target.get(..8).unwrap_or(target).to_ascii_lowercase();
-    if lower.starts_with("http://") || lower.starts_with("https://") {
-        let authority = target
-            .split_once("://")
-            .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(""))
-            .unwrap_or("");
-        if authority.is_empty() || !authority.bytes().all(is_host_byte) {
-            return Err(Error::Malformed(
-                "invalid authority in absolute-form target",
-            ));
+        // The request line is not httparse's to parse here.
+        httparse::Error::Version | httparse::Error::Token | httparse::Error::Status => {
+            Error::Malformed("invalid field line")
         }
-        return Ok(());
     }
-    Err(Error::Malformed("invalid request target"))
 }
 
-/// Bytes allowed in a Host value: `uri-host [ ":" port ]` (RFC 3986 §3.2.2).
-fn is_host_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b)
+/// Whether `v` is a valid Host value, `uri-host [ ":" port ]` (RFC 9110
+/// §7.2): the one judge of it, for `X-Forwarded-Host` too.
+pub(crate) fn is_valid_host(v: &[u8]) -> bool {
+    uri::check_authority(v, Use::HostField).is_ok()
 }
 
-/// RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request that lacks
-/// Host, and to any request with more than one Host line or an invalid value.
+/// RFC 9112 §3.2: a server MUST respond 400 to an HTTP/1.1 request that
+/// lacks Host, and to any request with more than one Host line or an
+/// invalid value. Valid is `uri-host [ ":" port ]` (RFC 9110 §7.2), or
+/// empty for a target without an authority; see [`uri::check_authority`].
+/// It is checked even when an absolute-form target makes us ignore it
+/// (§3.2.2). nginx refuses an empty Host (which §7.2 allows) but takes a
+/// port of letters and most other bytes; hyper does not look at Host.
 fn check_host(version: Version, headers: &Headers) -> Result<(), Error> {
     let mut hosts = headers.get_all("host");
     match (hosts.next(), hosts.next()) {
         (None, _) if version == Version::Http11 => Err(Error::Malformed("missing Host")),
         (None, _) => Ok(()),
         (Some(_), Some(_)) => Err(Error::Malformed("repeated Host")),
-        (Some(v), None) if v.iter().all(|&b| is_host_byte(b)) => Ok(()),
-        (Some(_), None) => Err(Error::Malformed("invalid Host")),
+        (Some(v), None) => uri::check_authority(v, Use::HostField).map_err(Error::Malformed),
     }
 }
 
@@ -384,12 +371,19 @@ pub struct Request {
     head: Head,
     body: Vec<u8>,
     peer: Option<SocketAddr>,
+    /// What a trusted front said about the client, if the peer is one.
+    forwarded: Option<Forwarded>,
 }
 
 impl Request {
     /// Assembles a request from its parts.
     pub fn new(head: Head, body: Vec<u8>, peer: Option<SocketAddr>) -> Request {
-        Request { head, body, peer }
+        Request {
+            head,
+            body,
+            peer,
+            forwarded: None,
+        }
     }
 
     /// The method token, such as `GET`.
@@ -455,6 +449,11 @@ impl Request {
         &self.head.headers
     }
 
+    /// The host the request is for; see [`Head::host`].
+    pub fn host(&self) -> Option<&str> {
+        self.head.host()
+    }
+
     /// The first value of header `name` as text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.head.headers.get(name)
@@ -476,9 +475,31 @@ impl Request {
         std::mem::take(&mut self.body)
     }
 
-    /// The client's address, when the request came over a socket.
+    /// The address of the socket's other end, when the request came over
+    /// one: behind a front, the front's. See [`Request::client_addr`].
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
+    }
+
+    /// The client's address: the peer's, unless the peer is a trusted
+    /// front (`--trusted-proxy`) whose `X-Forwarded-For` names the client
+    /// (see [`crate::forwarded`]; the port is then 0 unless the front gave
+    /// one). What the access log records.
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        self.forwarded.as_ref().map(|f| f.client).or(self.peer)
+    }
+
+    /// What a trusted front said about the client (address, scheme, host),
+    /// or `None` if the peer is not one: the `X-Forwarded-*` headers of
+    /// anyone else are plain headers, never believed.
+    pub fn forwarded(&self) -> Option<&Forwarded> {
+        self.forwarded.as_ref()
+    }
+
+    /// Records what the peer, a trusted front, said about the client. The
+    /// connection loop calls it before the handler runs.
+    pub(crate) fn set_forwarded(&mut self, forwarded: Option<Forwarded>) {
+        self.forwarded = forwarded;
     }
 
     /// The parsed head.

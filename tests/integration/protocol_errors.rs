@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::support::{start_app, TestServer};
 
 /// Sends `request`, expects `status` with `Connection: close`, then EOF.
-fn rejects(srv: &TestServer, request: &[u8], status: u16) {
+pub fn rejects(srv: &TestServer, request: &[u8], status: u16) {
     let mut c = srv.connect();
     c.send(request);
     let r = c.response();
