@@ -217,6 +217,8 @@ mod map;
 mod permits;
 mod sieve;
 #[cfg(test)]
+mod submit_tests;
+#[cfg(test)]
 mod tests;
 mod waits_for;
 

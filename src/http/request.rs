@@ -1,4 +1,4 @@
-//! Request heads: the request line checked by [`line`](super::line), the
+//! Request heads: the request line checked by the `line` module, the
 //! field lines parsed with `httparse` into an owned [`Head`], then checked
 //! against the rules for Host (RFC 9112 §3.2) and framing (§6). Pure: bytes
 //! in, a verdict out.

@@ -1,0 +1,343 @@
+//! The write side of the loop: runs the handler, and writes what it
+//! answers, at once or, for an answer that comes later
+//! ([`Response::later`]), when [`super::serve`] resumes the waiting
+//! request. Every path ends in [`send`], which logs the request once with
+//! its final status.
+
+use std::io::{self, IoSlice, Read};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{peer_text, Clock, Connection, Ctx, Transport, Waiting};
+use crate::access::Record;
+use crate::http::date::unix_now;
+use crate::http::response::{chunk_header, LAST_CHUNK};
+use crate::http::{Body, BodyFraming, Request, Response};
+use crate::metrics::Metrics;
+use crate::poller::Interest;
+
+/// What [`respond`] did with a request.
+pub(super) enum Answered {
+    /// The response went out (or failed to); whether the connection
+    /// persists.
+    Sent(bool),
+    /// The answer comes later; the request waits until this deadline.
+    Waiting(Instant),
+}
+
+/// Runs the handler and writes its response, or, if the answer comes later,
+/// keeps the request in `c.waiting`.
+pub(super) fn respond<T: Transport, C: Clock>(
+    c: &mut Connection<T>,
+    ctx: &Ctx<'_, C>,
+    mut req: Request,
+) -> Answered {
+    let started = ctx.clock.now();
+    let unix_time = unix_now();
+    Metrics::inc(&ctx.metrics.requests);
+    match (&c.front, req.peer_addr()) {
+        (Some(front), Some(peer)) => {
+            Metrics::inc(&ctx.metrics.requests_forwarded);
+            let forwarded = front.resolve(peer, req.headers());
+            req.set_forwarded(forwarded);
+        }
+        // From anyone else the header is a plain header, counted so that
+        // a front left out of --trusted-proxy shows on /metrics.
+        _ if req.headers().get_bytes("x-forwarded-for").is_some() => {
+            Metrics::inc(&ctx.metrics.forwarded_ignored);
+        }
+        _ => {}
+    }
+    let mut resp = handle(ctx, &mut req);
+    if let Some(later) = resp.take_later() {
+        resp = match later.take() {
+            // Answered before the handler returned: a remembered failure,
+            // or a value that came in between.
+            Some(resp) => resp,
+            None if ctx.metrics.requests_waiting.load(Ordering::Relaxed) >= ctx.max_waiting => {
+                Metrics::inc(&ctx.metrics.waits_refused);
+                note(
+                    &req,
+                    format_args!("refused: {} wait already", ctx.max_waiting),
+                );
+                unavailable("too many requests are waiting (retry later)")
+            }
+            None => {
+                // The body has served the handler; the access line and the
+                // answer need only the head.
+                drop(req.take_body());
+                c.waiting = Some(Waiting {
+                    later,
+                    req,
+                    started,
+                    unix_time,
+                });
+                return Answered::Waiting(started + ctx.timeouts.wait);
+            }
+        };
+    }
+    Answered::Sent(send(c, ctx, &req, resp, started, unix_time))
+}
+
+/// `Retry-After` on a 503 for a wait that timed out or was refused: the
+/// answer being computed is usually stored by then.
+const RETRY_AFTER_SECS: &str = "1";
+
+/// A 503 for a request that could not wait, or not wait longer.
+fn unavailable(detail: &str) -> Response {
+    Response::error(503, detail).with_header("Retry-After", RETRY_AFTER_SECS)
+}
+
+/// Logs what became of a request that waited (or wanted to) for its
+/// answer. At debug: the client or the clock decided, not the operator.
+fn note(req: &Request, what: std::fmt::Arguments<'_>) {
+    log::debug!(
+        "{}: {} {}: {what}",
+        peer_text(&req.client_addr()),
+        req.method(),
+        req.target()
+    );
+}
+
+/// Writes the answer to a request that waited for it, or a 503 if its
+/// deadline passed first. Returns whether the connection persists, or
+/// `None` if the client left while waiting (the parker saw it hang up).
+pub(super) fn resume<T: Transport, C: Clock>(
+    c: &mut Connection<T>,
+    ctx: &Ctx<'_, C>,
+    w: Waiting,
+) -> Option<bool> {
+    let resp = match w.later.take() {
+        Some(resp) => resp,
+        None if ctx.clock.now() >= w.started + ctx.timeouts.wait => {
+            Metrics::inc(&ctx.metrics.waits_timed_out);
+            let waited = ctx.timeouts.wait;
+            note(&w.req, format_args!("no answer within {waited:?}; 503"));
+            unavailable("timed out waiting for the answer (retry later)")
+        }
+        None => {
+            Metrics::inc(&ctx.metrics.waiters_left);
+            note(&w.req, format_args!("the client left while it waited"));
+            return None;
+        }
+    };
+    Some(send(c, ctx, &w.req, resp, w.started, w.unix_time))
+}
+
+/// Answers a waiting request 503 because the server cannot wait any
+/// longer for its answer (it is shutting down), and ends the connection.
+/// Does nothing to a connection with no waiting request.
+pub fn give_up<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) {
+    let Some(w) = c.waiting.take() else { return };
+    Metrics::inc(&ctx.metrics.waits_timed_out);
+    note(
+        &w.req,
+        format_args!("no answer before the drain ended; 503"),
+    );
+    let resp = unavailable("the server is shutting down (retry later)").with_close();
+    send(c, ctx, &w.req, resp, w.started, w.unix_time);
+    c.io.close();
+}
+
+/// Runs the handler; a panic becomes a 500 that closes the connection.
+fn handle<C: Clock>(ctx: &Ctx<'_, C>, req: &mut Request) -> Response {
+    match catch_unwind(AssertUnwindSafe(|| ctx.handler.handle(req))) {
+        Ok(resp) => resp,
+        Err(payload) => {
+            Metrics::inc(&ctx.metrics.handler_panics);
+            log::error!(
+                "handler panicked on {} {}: {}",
+                req.method(),
+                req.target(),
+                crate::unwind::panic_message(payload.as_ref())
+            );
+            Response::error(500, "").with_close()
+        }
+    }
+}
+
+/// Writes `resp` to `req` and logs it. Returns whether the connection
+/// persists.
+fn send<T: Transport, C: Clock>(
+    c: &mut Connection<T>,
+    ctx: &Ctx<'_, C>,
+    req: &Request,
+    mut resp: Response,
+    started: Instant,
+    unix_time: i64,
+) -> bool {
+    let closing = ctx.draining.load(Ordering::Relaxed) || ctx.shutdown.load(Ordering::Relaxed);
+    let mut head = Vec::with_capacity(256);
+    let outcome = c.http.write_head(&resp, closing, &mut head);
+    let body = resp.take_body();
+    let sent = match (outcome.framing, &body) {
+        (BodyFraming::None, _) => write_all(
+            &mut c.io,
+            ctx.clock,
+            &mut [IoSlice::new(&head)],
+            ctx.timeouts.write,
+        )
+        .map(|()| 0),
+        (_, Body::Stream(_)) => {
+            let Body::Stream(reader) = body else {
+                return false;
+            };
+            let chunked = outcome.framing == BodyFraming::Chunked;
+            write_all(
+                &mut c.io,
+                ctx.clock,
+                &mut [IoSlice::new(&head)],
+                ctx.timeouts.write,
+            )
+            .and_then(|()| stream_body(&mut c.io, ctx, reader, chunked))
+        }
+        (_, body) => {
+            let bytes = body.as_slice().unwrap_or_default();
+            write_all(
+                &mut c.io,
+                ctx.clock,
+                &mut [IoSlice::new(&head), IoSlice::new(bytes)],
+                ctx.timeouts.write,
+            )
+            .map(|()| bytes.len() as u64)
+        }
+    };
+    ctx.metrics.count_status(resp.status());
+    let done = ctx.clock.now();
+    if let Some(log) = ctx.access_log {
+        log.record(&Record {
+            peer: req.client_addr(),
+            unix_time,
+            method: req.method(),
+            target: req.target(),
+            version: req.version().as_str(),
+            status: resp.status(),
+            bytes: *sent.as_ref().unwrap_or(&0),
+            referer: req.header("referer"),
+            user_agent: req.header("user-agent"),
+            micros: done.saturating_duration_since(started).as_micros(),
+            upstream_micros: resp.upstream_time().map(|t| t.as_micros()),
+        });
+    }
+    c.last_progress = done;
+    c.head_deadline = None;
+    c.body_started = None;
+    c.served += 1;
+    match sent {
+        Ok(n) => {
+            ctx.metrics
+                .bytes_sent
+                .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            c.http.response_sent();
+            outcome.keep_alive
+        }
+        Err(e) => {
+            if e.kind() == io::ErrorKind::TimedOut {
+                Metrics::inc(&ctx.metrics.write_timeouts);
+            }
+            log::debug!("{}: response not sent: {e}", peer_text(&req.client_addr()));
+            false
+        }
+    }
+}
+
+/// Body bytes read from a stream per chunk.
+const STREAM_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Sends a streamed body, chunked or raw. A reader that fails or panics
+/// ends the connection without the last chunk, so the client sees the body
+/// was cut short instead of taking a truncated body for a whole one.
+fn stream_body<T: Transport, C: Clock>(
+    io: &mut T,
+    ctx: &Ctx<'_, C>,
+    mut reader: Box<dyn Read + Send>,
+    chunked: bool,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; STREAM_CHUNK_BYTES];
+    let mut total = 0u64;
+    loop {
+        let n = match catch_unwind(AssertUnwindSafe(|| reader.read(&mut buf))) {
+            Ok(Ok(n)) => n,
+            Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Ok(Err(e)) => return Err(e),
+            Err(p) => {
+                Metrics::inc(&ctx.metrics.handler_panics);
+                log::error!(
+                    "response body stream panicked: {}",
+                    crate::unwind::panic_message(p.as_ref())
+                );
+                return Err(io::Error::other("body stream panicked"));
+            }
+        };
+        if n == 0 {
+            if chunked {
+                write_all(
+                    io,
+                    ctx.clock,
+                    &mut [IoSlice::new(LAST_CHUNK)],
+                    ctx.timeouts.write,
+                )?;
+            }
+            return Ok(total);
+        }
+        total += n as u64;
+        if chunked {
+            let mut size = Vec::with_capacity(18);
+            chunk_header(n, &mut size);
+            write_all(
+                io,
+                ctx.clock,
+                &mut [
+                    IoSlice::new(&size),
+                    IoSlice::new(&buf[..n]),
+                    IoSlice::new(b"\r\n"),
+                ],
+                ctx.timeouts.write,
+            )?;
+        } else {
+            write_all(
+                io,
+                ctx.clock,
+                &mut [IoSlice::new(&buf[..n])],
+                ctx.timeouts.write,
+            )?;
+        }
+    }
+}
+
+/// Writes every byte of `bufs`, waiting for room as needed. Like nginx's
+/// `send_timeout`, the deadline is for progress: it restarts whenever bytes
+/// go out, so a large body to a slow but live client completes, and a
+/// client that stops reading is dropped after `timeout`.
+pub fn write_all<T: Transport, C: Clock>(
+    io: &mut T,
+    clock: &C,
+    mut bufs: &mut [IoSlice<'_>],
+    timeout: Duration,
+) -> io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    let mut deadline = clock.now() + timeout;
+    while !bufs.is_empty() {
+        match io.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                IoSlice::advance_slices(&mut bufs, n);
+                deadline = clock.now() + timeout;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let now = clock.now();
+                if now >= deadline {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+                let writable = io.wait(Interest::Write, deadline - now)?;
+                if !writable && clock.now() >= deadline {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
