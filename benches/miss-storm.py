@@ -3,7 +3,7 @@
 
 usage: benches/miss-storm.py BINARY [--clients 1000] [--scenario distinct|one|both]
                              [--runs 2] [--size 256] [--max-iter 5000] [--one-size 512]
-                             [--probe-seconds 40] [--probe-every-ms 20]
+                             [--probe-seconds 40] [--probe-every-ms 20] [--baseline-seconds 5]
                              [--client-timeout 120] [--label TEXT]
 
 Starts BINARY (corral) with its default workers and compute concurrency
@@ -15,7 +15,8 @@ a fresh server for every run of every scenario, and stops it at the end:
   cold SIZE x SIZE array at MAX_ITER iterations (about a second of CPU each).
   Meanwhile two probe processes start a GET every PROBE_EVERY_MS, each on a
   fresh connection, one for the cached array, one for /healthz, until every
-  storm client has its answer or PROBE_SECONDS pass. Probing is open loop
+  storm client has its answer or PROBE_SECONDS pass (and, for comparison,
+  for BASELINE_SECONDS before the storm, alone). Probing is open loop
   (a probe starts on time even if the last is unanswered), so a server that
   stalls for ten seconds collects ten seconds' worth of stalled probes; a
   probe that fails counts as never answered (∞) in the percentiles. It
@@ -147,9 +148,9 @@ def probe_main(port, path, seconds, every_ms, timeout):
     print(json.dumps([[r["kind"] == "200", r["secs"] * 1e3, ended(r)] for r in asyncio.run(run())]))
 
 
-def start_probe(port, path, args):
+def start_probe(port, path, args, seconds=None):
     return subprocess.Popen([sys.executable, __file__, "--x-probe", str(port), path,
-                             str(args.probe_seconds), str(args.probe_every_ms),
+                             str(seconds or args.probe_seconds), str(args.probe_every_ms),
                              str(args.client_timeout)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
@@ -377,10 +378,14 @@ def distinct(args):
         seen = [fetch(server.port, WARM_PATH, 10)[1].get("x-cache") for _ in range(2)]
         if seen != ["miss", "hit"]:
             sys.exit(f"warm-up: X-Cache {seen}, expected miss then hit")
+        # The same probes with no storm: what this machine's noise alone costs.
+        quiet = [start_probe(server.port, p, args, args.baseline_seconds) for p in (WARM_PATH, "/healthz")]
+        time.sleep(args.baseline_seconds)  # closing their stdin would stop them at once
+        baseline = [probe_summary(finish_probe(p, args)) for p in quiet]
         cx, cy = CENTRE
         paths = [mandelbrot_path(args.size, args.max_iter, cx + i * 1e-6, cy) for i in range(args.clients)]
         r = run_storm(server, paths, args, probes=(WARM_PATH, "/healthz"))
-        r.update(rest=rest, server=server)
+        r.update(rest=rest, server=server, baseline=baseline)
         return r
     finally:
         server.stop()
@@ -465,7 +470,7 @@ def report_distinct(runs, args):
         lambda r: str(r["kinds"]["timeout"]),
         lambda r: other_kinds(r["kinds"], known),
         lambda r: f"{r['total']:.1f}",
-        lambda r: f"{r['computations']} · {r['busy']}",
+        lambda r: f"{num(r['computations'], 'g')} · {num(r['busy'], 'g')}",
         lambda r: str(r["max_threads"]),
     ])
     if len(runs) > 1:
@@ -475,9 +480,12 @@ def report_distinct(runs, args):
               f"| {m(lambda r: r['kinds']['200']):g} | {m(lambda r: r['kinds']['503']):g} "
               f"| {m(lambda r: r['kinds']['reset']):g} | {m(lambda r: r['kinds']['eof']):g} "
               f"| {m(lambda r: r['kinds']['timeout']):g} | | {m(lambda r: r['total']):.1f} "
-              f"| {m(lambda r: r['computations']):g} | {m(lambda r: r['max_threads']):g} |")
+              f"| {num(m(lambda r: r['computations']), 'g')} | {m(lambda r: r['max_threads']):g} |")
     print()
     for i, r in enumerate(runs, 1):
+        quiet = " · ".join(f"{name} {ms3(p)}" for name, p in zip(("cached", "/healthz"), r["baseline"]))
+        print(f"- run {i}: the same probes for {args.baseline_seconds:g} s before the storm, alone "
+              f"(p50 / p99 / max ms): {quiet}")
         for name, p in zip(("cached", "/healthz"), r["probes"]):
             if p["failed"]:
                 print(f"- run {i}: {name} probes that failed: {p['failed']}; answered ones took "
@@ -561,6 +569,7 @@ def main():
     ap.add_argument("--one-size", type=int, default=512, help="width and height of the one key")
     ap.add_argument("--probe-seconds", type=float, default=40)
     ap.add_argument("--probe-every-ms", type=float, default=20)
+    ap.add_argument("--baseline-seconds", type=float, default=5, help="probes before the storm, alone")
     ap.add_argument("--client-timeout", type=float, default=120)
     ap.add_argument("--label", default="", help="printed in the heading, e.g. the commit")
     args = ap.parse_args()
@@ -589,8 +598,9 @@ def main():
             runs.append(one(args))
             print(f"  (one run {len(runs)}: storm {runs[-1]['total']:.1f} s)", file=sys.stderr, flush=True)
         report_one(runs, args)
-        print(f"\nExpected threads: {workers} workers + the fixed ones (main/acceptor, parker, "
-              f"signals; compute lane threads where the binary has a lane); see the names above.")
+        print(f"\nThreads: {workers} corral-worker, corral-parker, corral-signals (SIGHUP), the main "
+              f"thread (the acceptor, named after the binary's file), and corral-compute where the "
+              f"binary has a compute lane; corral-watchdog only under systemd.")
 
 
 if __name__ == "__main__":
