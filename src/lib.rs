@@ -105,6 +105,8 @@ pub mod access;
 pub mod metrics;
 // systemd: sd_notify, the watchdog's heartbeats, socket activation.
 pub mod notify;
+// glibc's malloc, told to give freed large buffers back to the OS.
+pub mod allocator;
 
 // The product built on the library: the array service and the operator's
 // endpoints (`app::arrays`, `app::admin`). Request in, response out.

@@ -17,6 +17,7 @@ mod expect;
 mod head;
 mod http_client;
 mod keepalive;
+mod memory;
 mod overload;
 mod pipeline;
 mod protocol_errors;
