@@ -18,11 +18,11 @@
 //!
 //! The crate is a library with a product on top. The library ([`http`],
 //! [`conn`], [`server`], [`poller`], [`router`], [`cache`], [`cached`],
-//! [`config`], [`access`], [`metrics`], [`notify`]) serves handlers of your
-//! own and knows nothing of the product. The product, [`app`], is what the
-//! `corral` binary serves: the array service (its computations and
-//! encodings in [`app::arrays`]) and the operator's endpoints
-//! ([`app::admin`]).
+//! [`config`], [`access`], [`metrics`], [`notify`], [`allocator`]) serves
+//! handlers of your own and knows nothing of the product. The product,
+//! [`app`], is what the `corral` binary serves: the array service (its
+//! computations and encodings in [`app::arrays`]) and the operator's
+//! endpoints ([`app::admin`]).
 //!
 //! In scope: HTTP/1.1 and 1.0 over TCP (keep-alive, pipelining,
 //! `100-continue`, chunked bodies both ways), graceful shutdown, an access
