@@ -3,23 +3,85 @@
 //! upstream produced, the upstream's time in microseconds after it
 //! (nginx's `$upstream_response_time`), written to stderr or a file. Each line goes out in one `write` under a short lock, so lines from
 //! different workers never interleave.
+//!
+//! A line that cannot be written (a full disk, a removed device) is
+//! dropped: the access log never stops a response. The server log says so
+//! at once, then at most once a second with the count dropped meanwhile,
+//! and once more when lines go through again, as the accept loop does for
+//! its own errors: a failing disk must not flood the journal.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::http::date::{Civil, MONTHS};
 
 /// Where access lines go.
 pub struct AccessLog {
-    sink: Mutex<Sink>,
+    sink: Mutex<(Sink, Failures)>,
 }
 
 enum Sink {
     Stderr,
     File(PathBuf, File),
+}
+
+/// Failed writes, for reporting them at most once a second.
+#[derive(Debug, Default)]
+struct Failures {
+    /// Lines dropped since writes last went through.
+    dropped: u64,
+    /// Lines dropped since the last report.
+    unreported: u64,
+    last_report: Option<Instant>,
+}
+
+/// What the server log should say after a write.
+#[derive(Debug, PartialEq, Eq)]
+enum Report {
+    /// Writes fail: this many lines dropped since the last report,
+    /// this one included.
+    Failing(u64),
+    /// Writes go through again, after this many lines were dropped.
+    Recovered(u64),
+}
+
+/// The least time between two reports of failing writes.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+impl Failures {
+    /// Records a write's outcome at `now`; returns what to report, if
+    /// anything.
+    fn record(&mut self, ok: bool, now: Instant) -> Option<Report> {
+        if ok {
+            let dropped = std::mem::take(&mut self.dropped);
+            self.unreported = 0;
+            self.last_report = None;
+            return (dropped > 0).then_some(Report::Recovered(dropped));
+        }
+        self.dropped += 1;
+        self.unreported += 1;
+        if self
+            .last_report
+            .is_some_and(|t| now.duration_since(t) < REPORT_EVERY)
+        {
+            return None;
+        }
+        self.last_report = Some(now);
+        Some(Report::Failing(std::mem::take(&mut self.unreported)))
+    }
+}
+
+impl Sink {
+    fn name(&self) -> String {
+        match self {
+            Sink::Stderr => "stderr".to_owned(),
+            Sink::File(path, _) => path.display().to_string(),
+        }
+    }
 }
 
 /// What one access line records.
@@ -55,7 +117,7 @@ impl AccessLog {
     /// Logs to standard error.
     pub fn stderr() -> AccessLog {
         AccessLog {
-            sink: Mutex::new(Sink::Stderr),
+            sink: Mutex::new((Sink::Stderr, Failures::default())),
         }
     }
 
@@ -63,28 +125,47 @@ impl AccessLog {
     pub fn file(path: &Path) -> io::Result<AccessLog> {
         let f = open_append(path)?;
         Ok(AccessLog {
-            sink: Mutex::new(Sink::File(path.to_owned(), f)),
+            sink: Mutex::new((Sink::File(path.to_owned(), f), Failures::default())),
         })
     }
 
     /// Reopens the file (after logrotate moved it); a no-op for stderr.
     pub fn reopen(&self) -> io::Result<()> {
         let mut sink = crate::unwind::lock(&self.sink);
-        if let Sink::File(path, file) = &mut *sink {
+        if let (Sink::File(path, file), _) = &mut *sink {
             *file = open_append(path)?;
         }
         Ok(())
     }
 
     /// Writes one line. A failed write is dropped: the access log must never
-    /// stop a response.
+    /// stop a response. The server log says so at most once a second (see
+    /// the module doc).
     pub fn record(&self, r: &Record<'_>) {
         let line = format_line(r);
-        let mut sink = crate::unwind::lock(&self.sink);
-        let _ = match &mut *sink {
-            Sink::Stderr => io::stderr().write_all(line.as_bytes()),
-            Sink::File(_, f) => f.write_all(line.as_bytes()),
+        let (result, report, name) = {
+            let mut guard = crate::unwind::lock(&self.sink);
+            let (sink, failures) = &mut *guard;
+            let result = match sink {
+                Sink::Stderr => io::stderr().write_all(line.as_bytes()),
+                Sink::File(_, f) => f.write_all(line.as_bytes()),
+            };
+            let report = failures.record(result.is_ok(), Instant::now());
+            let name = report.as_ref().map(|_| sink.name());
+            (result, report, name)
         };
+        // Logged with the lock released: the server log may be slow too.
+        let name = name.unwrap_or_default();
+        match (report, result) {
+            (Some(Report::Failing(n)), Err(e)) => log::error!(
+                "access log {name}: cannot write: {e}; {n} line(s) dropped since the last \
+                 report (reported at most once a second)"
+            ),
+            (Some(Report::Recovered(n)), _) => {
+                log::warn!("access log {name}: writing again; {n} line(s) were dropped")
+            }
+            _ => {}
+        }
     }
 }
 
@@ -146,6 +227,51 @@ pub fn format_line(r: &Record<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_writes_are_reported_at_most_once_a_second_and_recovery_once() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut f = Failures::default();
+        assert_eq!(f.record(true, ms(0)), None);
+        assert_eq!(f.record(false, ms(0)), Some(Report::Failing(1)));
+        for t in [1, 500, 999] {
+            assert_eq!(f.record(false, ms(t)), None, "at {t} ms");
+        }
+        assert_eq!(f.record(false, ms(1000)), Some(Report::Failing(4)));
+        assert_eq!(f.record(false, ms(1500)), None);
+        assert_eq!(f.record(true, ms(1600)), Some(Report::Recovered(6)));
+        assert_eq!(f.record(true, ms(1700)), None);
+        // A new spell of failures is reported at once.
+        assert_eq!(f.record(false, ms(1800)), Some(Report::Failing(1)));
+    }
+
+    /// Writes to a full device fail; each is dropped, and the line after
+    /// it goes out whole. /dev/full answers every write with ENOSPC.
+    #[test]
+    fn a_full_disk_drops_lines_and_keeps_going() {
+        let Ok(log) = AccessLog::file(Path::new("/dev/full")) else {
+            return; // no /dev/full here
+        };
+        let r = Record {
+            peer: None,
+            unix_time: 0,
+            method: "GET",
+            target: "/",
+            version: "HTTP/1.1",
+            status: 200,
+            bytes: 0,
+            referer: None,
+            user_agent: None,
+            micros: 0,
+            upstream_micros: None,
+        };
+        for _ in 0..3 {
+            log.record(&r);
+        }
+        let guard = crate::unwind::lock(&log.sink);
+        assert_eq!(guard.1.dropped, 3);
+    }
 
     #[test]
     fn combined_format_with_duration() {

@@ -18,11 +18,11 @@
 //!
 //! The crate is a library with a product on top. The library ([`http`],
 //! [`forwarded`], [`conn`], [`server`], [`poller`], [`router`], [`cache`],
-//! [`cached`], [`proxy`], [`config`], [`access`], [`metrics`], [`notify`])
-//! serves handlers of your own and knows nothing of the product. The product, [`app`], is what the
-//! `corral` binary serves: the array service (its computations and
-//! encodings in [`app::arrays`]) and the operator's endpoints
-//! ([`app::admin`]).
+//! [`cached`], [`proxy`], [`config`], [`access`], [`metrics`], [`notify`],
+//! [`allocator`]) serves handlers of your own and knows nothing of the
+//! product. The product, [`app`], is what the `corral` binary serves: the
+//! array service (its computations and encodings in [`app::arrays`]) and
+//! the operator's endpoints ([`app::admin`]).
 //!
 //! In scope: HTTP/1.1 and 1.0 over TCP (keep-alive, pipelining,
 //! `100-continue`, chunked bodies both ways), graceful shutdown, an access
@@ -109,6 +109,8 @@ pub mod access;
 pub mod metrics;
 // systemd: sd_notify, the watchdog's heartbeats, socket activation.
 pub mod notify;
+// glibc's malloc, told to give freed large buffers back to the OS.
+pub mod allocator;
 
 // The product built on the library: the array service and the operator's
 // endpoints (`app::arrays`, `app::admin`). Request in, response out.

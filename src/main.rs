@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use corral::access::AccessLog;
+use corral::allocator::{self, Tuning};
 use corral::app::admin::{self, AdminState};
 use corral::app::{self, AppLimits};
 use corral::cached::{self, ResponseCache};
@@ -98,6 +99,8 @@ fn run(config: Config, hooks: Hooks) -> Result<ExitCode, Box<dyn std::error::Err
     // First: this must run while ours is the only thread, and before
     // anything opens a file (the passed sockets are descriptors 3 and up).
     let activated = notify::take_listen_fds()?;
+    // Before the first large buffer: the memory bound depends on it.
+    let allocator = allocator::return_large_buffers();
     simplelog::TermLogger::init(
         config.log_level,
         simplelog::ConfigBuilder::new()
@@ -111,6 +114,17 @@ fn run(config: Config, hooks: Hooks) -> Result<ExitCode, Box<dyn std::error::Err
     // A handler panic is caught and logged by the connection loop; the
     // default hook would print it a second time, unformatted.
     std::panic::set_hook(Box::new(|info| log::debug!("{info}")));
+    match allocator {
+        Tuning::Fixed | Tuning::NotGlibc => {}
+        Tuning::LeftToTunables => log::info!(
+            "GLIBC_TUNABLES sets malloc's mmap threshold; README's memory bound assumes {} KiB",
+            allocator::MMAP_THRESHOLD_BYTES / 1024
+        ),
+        Tuning::Refused => log::warn!(
+            "malloc refused a fixed mmap threshold: freed large buffers may stay in the \
+             process, above README's memory bound"
+        ),
+    }
 
     let access_log = match &config.access_log {
         AccessLogTarget::Off => None,

@@ -9,8 +9,20 @@
 //! - `csv`: one row per line;
 //! - `json`: `{"dtype": "uint32", "shape": [..], "data": [..]}`;
 //! - `bmp`: a 24-bit Windows bitmap, for 2-D arrays (browsers show it).
+//!
+//! Each encoder works out its exact length first and writes into one
+//! shared buffer of that size ([`Bytes`]), which the cache then keeps as it
+//! is. Building a `Vec` and converting it would hold the encoding twice
+//! while the copy is made (the bytes of an `Arc<[u8]>` sit after its
+//! counts, so a `Vec`'s buffer cannot become one), and growing it by
+//! doubling would touch more still: for the largest arrays, tens of
+//! megabytes more for each computation in flight.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::Arc;
+
+/// An encoding: the bytes the cache keeps and every response shares.
+pub type Bytes = Arc<[u8]>;
 
 /// A dense array of `u32` in row-major order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,9 +165,38 @@ impl Mandelbrot {
     }
 }
 
+/// A zeroed buffer of `len` bytes, not yet shared, for an encoder to fill
+/// in place. One allocation of exactly `len`: collecting an iterator of
+/// known length into an `Arc<[u8]>` allocates it once, with no `Vec` in
+/// between.
+fn buffer(len: usize) -> Bytes {
+    std::iter::repeat_n(0u8, len).collect()
+}
+
+/// The bytes of a buffer made by [`buffer`] and not yet shared.
+fn unshared(bytes: &mut Bytes) -> &mut [u8] {
+    Arc::get_mut(bytes).expect("a new buffer is not shared yet")
+}
+
+/// The length of `v` in decimal.
+fn decimal_len(v: u32) -> usize {
+    v.checked_ilog10().map_or(1, |d| d as usize + 1)
+}
+
+/// Writes `v` in decimal at the start of `out`, and moves `out` past it.
+fn put_decimal(out: &mut &mut [u8], v: u32) {
+    write!(out, "{v}").expect("the buffer was sized for every digit");
+}
+
+/// Writes `bytes` at the start of `out`, and moves `out` past them.
+fn put(out: &mut &mut [u8], bytes: &[u8]) {
+    out.write_all(bytes)
+        .expect("the buffer was sized for every byte");
+}
+
 /// Encodes `a`; `None` when the format does not fit the array (a bitmap of
 /// a 1-D array).
-pub fn encode(a: &Array, format: Format) -> Option<Vec<u8>> {
+pub fn encode(a: &Array, format: Format) -> Option<Bytes> {
     Some(match format {
         Format::Npy => npy(a),
         Format::Raw => raw(a),
@@ -168,7 +209,7 @@ pub fn encode(a: &Array, format: Format) -> Option<Vec<u8>> {
 /// `.npy` v1.0: magic, version, a little-endian u16 header length, a Python
 /// dict literal padded with spaces and ending in a newline so that the data
 /// starts on a 64-byte boundary (what NumPy itself writes), then the data.
-pub fn npy(a: &Array) -> Vec<u8> {
+pub fn npy(a: &Array) -> Bytes {
     let shape = match a.shape.as_slice() {
         [n] => format!("({n},)"),
         dims => format!(
@@ -183,17 +224,28 @@ pub fn npy(a: &Array) -> Vec<u8> {
     let unpadded = 10 + header.len() + 1;
     header.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + a.byte_len());
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend(a.data.iter().flat_map(|v| v.to_le_bytes()));
-    out
+    let mut bytes = buffer(10 + header.len() + a.byte_len());
+    let mut out = unshared(&mut bytes);
+    put(&mut out, b"\x93NUMPY\x01\x00");
+    put(&mut out, &(header.len() as u16).to_le_bytes());
+    put(&mut out, header.as_bytes());
+    put_elements(out, a);
+    bytes
 }
 
 /// The elements as little-endian bytes.
-pub fn raw(a: &Array) -> Vec<u8> {
-    a.data.iter().flat_map(|v| v.to_le_bytes()).collect()
+pub fn raw(a: &Array) -> Bytes {
+    let mut bytes = buffer(a.byte_len());
+    put_elements(unshared(&mut bytes), a);
+    bytes
+}
+
+/// Fills `out`, exactly `a.byte_len()` long, with the elements of `a` as
+/// little-endian bytes.
+fn put_elements(out: &mut [u8], a: &Array) {
+    for (dst, v) in out.chunks_exact_mut(4).zip(&a.data) {
+        dst.copy_from_slice(&v.to_le_bytes());
+    }
 }
 
 /// The length of the last dimension: the elements per CSV line.
@@ -201,43 +253,57 @@ fn row_len(a: &Array) -> usize {
     a.shape.last().copied().unwrap_or(1).max(1)
 }
 
-fn csv(a: &Array) -> Vec<u8> {
-    let mut out = String::with_capacity(a.data.len() * 8);
-    let per_line = if a.shape.len() == 1 { 1 } else { row_len(a) };
-    for row in a.data.chunks(per_line) {
-        for (i, v) in row.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            let _ = write!(out, "{v}");
-        }
-        out.push('\n');
-    }
-    out.into_bytes()
+/// The digits of every element: what the text encodings hold beyond their
+/// separators.
+fn digits(a: &Array) -> usize {
+    a.data.iter().map(|&v| decimal_len(v)).sum()
 }
 
-fn json(a: &Array) -> Vec<u8> {
-    let mut out = String::with_capacity(a.data.len() * 8 + 64);
+fn csv(a: &Array) -> Bytes {
+    // Each element is followed by one separator: a comma, or the newline
+    // that ends its line.
+    let mut bytes = buffer(digits(a) + a.data.len());
+    let mut out = unshared(&mut bytes);
+    let per_line = if a.shape.len() == 1 { 1 } else { row_len(a) };
+    for row in a.data.chunks(per_line) {
+        for (i, &v) in row.iter().enumerate() {
+            if i > 0 {
+                put(&mut out, b",");
+            }
+            put_decimal(&mut out, v);
+        }
+        put(&mut out, b"\n");
+    }
+    debug_assert!(out.is_empty(), "csv: {} bytes unwritten", out.len());
+    bytes
+}
+
+fn json(a: &Array) -> Bytes {
     let dims: Vec<String> = a.shape.iter().map(|d| d.to_string()).collect();
-    let _ = write!(
-        out,
+    let head = format!(
         "{{\"dtype\":\"uint32\",\"shape\":[{}],\"data\":[",
         dims.join(",")
     );
-    for (i, v) in a.data.iter().enumerate() {
+    let tail = b"]}\n";
+    let commas = a.data.len().saturating_sub(1);
+    let mut bytes = buffer(head.len() + digits(a) + commas + tail.len());
+    let mut out = unshared(&mut bytes);
+    put(&mut out, head.as_bytes());
+    for (i, &v) in a.data.iter().enumerate() {
         if i > 0 {
-            out.push(',');
+            put(&mut out, b",");
         }
-        let _ = write!(out, "{v}");
+        put_decimal(&mut out, v);
     }
-    out.push_str("]}\n");
-    out.into_bytes()
+    put(&mut out, tail);
+    debug_assert!(out.is_empty(), "json: {} bytes unwritten", out.len());
+    bytes
 }
 
 /// A 24-bit bottom-up bitmap: `BITMAPFILEHEADER`, `BITMAPINFOHEADER`, then
 /// rows padded to 4 bytes. Values map to a smooth palette scaled to the
 /// array's maximum; the maximum itself (points inside the set) is black.
-fn bmp(a: &Array) -> Option<Vec<u8>> {
+fn bmp(a: &Array) -> Option<Bytes> {
     let [height, width] = a.shape[..] else {
         return None;
     };
@@ -245,29 +311,34 @@ fn bmp(a: &Array) -> Option<Vec<u8>> {
     let image = row_bytes.checked_mul(height)?;
     let file_len = u32::try_from(54 + image).ok()?;
     let max = a.data.iter().copied().max().unwrap_or(0).max(1);
-    let mut out = Vec::with_capacity(file_len as usize);
-    out.extend_from_slice(b"BM");
-    out.extend_from_slice(&file_len.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&54u32.to_le_bytes());
-    out.extend_from_slice(&40u32.to_le_bytes());
-    out.extend_from_slice(&(width as i32).to_le_bytes());
-    out.extend_from_slice(&(height as i32).to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&24u16.to_le_bytes());
-    out.extend_from_slice(&[0; 4]); // BI_RGB, no compression
-    out.extend_from_slice(&(image as u32).to_le_bytes());
-    out.extend_from_slice(&2835u32.to_le_bytes()); // 72 dpi
-    out.extend_from_slice(&2835u32.to_le_bytes());
-    out.extend_from_slice(&[0; 8]);
-    for row in a.data.chunks(width.max(1)).rev() {
-        let start = out.len();
-        for &v in row {
-            out.extend_from_slice(&palette(v, max));
+    let mut bytes = buffer(file_len as usize);
+    let mut out = unshared(&mut bytes);
+    put(&mut out, b"BM");
+    put(&mut out, &file_len.to_le_bytes());
+    put(&mut out, &[0; 4]);
+    put(&mut out, &54u32.to_le_bytes());
+    put(&mut out, &40u32.to_le_bytes());
+    put(&mut out, &(width as i32).to_le_bytes());
+    put(&mut out, &(height as i32).to_le_bytes());
+    put(&mut out, &1u16.to_le_bytes());
+    put(&mut out, &24u16.to_le_bytes());
+    put(&mut out, &[0; 4]); // BI_RGB, no compression
+    put(&mut out, &(image as u32).to_le_bytes());
+    put(&mut out, &2835u32.to_le_bytes()); // 72 dpi
+    put(&mut out, &2835u32.to_le_bytes());
+    put(&mut out, &[0; 8]);
+    // Rows bottom-up, each padded with zeros (the buffer's) to 4 bytes.
+    for (row, dst) in a
+        .data
+        .chunks(width.max(1))
+        .rev()
+        .zip(out.chunks_exact_mut(row_bytes.max(1)))
+    {
+        for (&v, px) in row.iter().zip(dst.chunks_exact_mut(3)) {
+            px.copy_from_slice(&palette(v, max));
         }
-        out.resize(start + row_bytes, 0);
     }
-    Some(out)
+    Some(bytes)
 }
 
 /// Blue-gold-white, by the fraction of the maximum; the maximum is black.
@@ -358,14 +429,97 @@ mod tests {
             shape: vec![2, 3],
             data: vec![1, 2, 3, 4, 5, 6],
         };
-        assert_eq!(csv(&m), b"1,2,3\n4,5,6\n");
+        assert_eq!(&*csv(&m), b"1,2,3\n4,5,6\n");
         assert_eq!(
-            json(&m),
+            &*json(&m),
             b"{\"dtype\":\"uint32\",\"shape\":[2,3],\"data\":[1,2,3,4,5,6]}\n"
         );
         let v = primes_below(8);
-        assert_eq!(csv(&v), b"2\n3\n5\n7\n");
-        assert_eq!(raw(&v), [2, 0, 0, 0, 3, 0, 0, 0, 5, 0, 0, 0, 7, 0, 0, 0]);
+        assert_eq!(&*csv(&v), b"2\n3\n5\n7\n");
+        assert_eq!(&*raw(&v), [2, 0, 0, 0, 3, 0, 0, 0, 5, 0, 0, 0, 7, 0, 0, 0]);
+    }
+
+    /// The text encodings written the plain way, growing a `String`.
+    fn reference_text(a: &Array) -> (String, String) {
+        let per_line = if a.shape.len() == 1 { 1 } else { row_len(a) };
+        let csv: String = a
+            .data
+            .chunks(per_line)
+            .map(|row| {
+                let cells: Vec<String> = row.iter().map(|v| v.to_string()).collect();
+                cells.join(",") + "\n"
+            })
+            .collect();
+        let dims: Vec<String> = a.shape.iter().map(|d| d.to_string()).collect();
+        let data: Vec<String> = a.data.iter().map(|v| v.to_string()).collect();
+        let json = format!(
+            "{{\"dtype\":\"uint32\",\"shape\":[{}],\"data\":[{}]}}\n",
+            dims.join(","),
+            data.join(",")
+        );
+        (csv, json)
+    }
+
+    /// Each encoder sizes its buffer before writing: every length of
+    /// decimal, empty arrays and one-element rows come out exactly as
+    /// written the plain way, with no byte short or over.
+    #[test]
+    fn encodings_fill_their_buffers_exactly() {
+        let edges = vec![
+            0,
+            9,
+            10,
+            99,
+            100,
+            65_535,
+            999_999_999,
+            1_000_000_000,
+            u32::MAX,
+        ];
+        let arrays = [
+            Array {
+                shape: vec![0],
+                data: vec![],
+            },
+            Array {
+                shape: vec![1],
+                data: vec![0],
+            },
+            Array {
+                shape: vec![edges.len()],
+                data: edges.clone(),
+            },
+            Array {
+                shape: vec![3, 3],
+                data: edges.clone(),
+            },
+            Array {
+                shape: vec![9, 1],
+                data: edges.clone(),
+            },
+            Array {
+                shape: vec![2, 0],
+                data: vec![],
+            },
+        ];
+        for a in &arrays {
+            let (csv_text, json_text) = reference_text(a);
+            assert_eq!(std::str::from_utf8(&csv(a)).unwrap(), csv_text, "{a:?}");
+            assert_eq!(std::str::from_utf8(&json(a)).unwrap(), json_text, "{a:?}");
+            assert_eq!(raw(a).len(), a.byte_len());
+            let (_, data) = parse_npy(&npy(a));
+            assert_eq!(data, a.data);
+        }
+        // Rows of 1, 2 and 3 pixels take 1, 2 and 3 bytes of padding.
+        for width in [1, 2, 3, 4] {
+            let a = Array {
+                shape: vec![2, width],
+                data: (0..2 * width as u32).collect(),
+            };
+            let b = bmp(&a).unwrap();
+            assert_eq!(b.len(), 54 + 2 * (width * 3).next_multiple_of(4));
+        }
+        assert_eq!(bmp(&arrays[5]).unwrap().len(), 54);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod front;
 mod head;
 mod http_client;
 mod keepalive;
+mod memory;
 mod overload;
 mod pipeline;
 mod protocol_errors;
