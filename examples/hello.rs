@@ -3,10 +3,16 @@
 //!
 //! ```text
 //! cargo run --release --example hello 8080
+//! cargo run --release --example hello 8080 /tmp/access.log   # access log on
 //! ```
+//!
+//! Like the peers, it runs with no access log unless a second argument
+//! names a file to append access lines to (`-` for standard error), for the
+//! benchmark's log-on row.
 
 use std::sync::Arc;
 
+use corral::access::AccessLog;
 use corral::config::Config;
 use corral::server::Server;
 use corral::{Request, Response, Router};
@@ -37,7 +43,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         listen: vec![([127, 0, 0, 1], port).into()],
         ..Config::default()
     };
-    let server = Server::bind(config, router)?;
+    let mut server = Server::bind(config, router)?;
+    match std::env::args().nth(2).as_deref() {
+        None => {}
+        Some("-") => server = server.with_access_log(AccessLog::stderr()),
+        Some(path) => server = server.with_access_log(AccessLog::file(path.as_ref())?),
+    }
     let handle = server.shutdown_handle();
     for sig in [SIGTERM, SIGINT] {
         signal_hook::flag::register(sig, handle.flag())?;

@@ -99,6 +99,10 @@ counters! {
     handler_panics: Counter,
     /// Response body bytes sent.
     bytes_sent: Counter,
+    /// Access log lines dropped because its writer could not keep up (its
+    /// file or pipe stalled), or lost to a failed write. Never a wait:
+    /// requests are not slowed down by the log.
+    access_log_dropped: Counter,
 }
 
 impl Metrics {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use threadpool::ThreadPool;
 
-use crate::access::AccessLog;
+use crate::access::{self, AccessLog};
 use crate::config::Config;
 use crate::conn::{self, Connection, Ctx, Handoff, SystemClock, Timeouts};
 use crate::forwarded::TrustedProxies;
@@ -208,10 +208,14 @@ impl Server {
         Ok(addr)
     }
 
-    /// Sends access lines to `log`. Pass an `Arc` to keep a handle, say to
-    /// [`AccessLog::reopen`] it on SIGHUP.
+    /// Sends access lines to `log`, and counts the lines it drops in this
+    /// server's metrics. Pass an `Arc` to keep a handle, say to
+    /// [`AccessLog::reopen`] it on SIGHUP. The log is flushed at the end of
+    /// [`Server::run`].
     pub fn with_access_log(mut self, log: impl Into<Arc<AccessLog>>) -> Server {
-        self.access_log = Some(log.into());
+        let log = log.into();
+        log.count_in(self.metrics.clone());
+        self.access_log = Some(log);
         self
     }
 
@@ -356,6 +360,16 @@ impl Server {
         shared.parker.quit();
         let _ = parker_thread.join();
         let abandoned = open();
+        // The access lines of the drained requests are buffered: write them
+        // before the process exits.
+        if let Some(log) = &shared.access_log {
+            if !log.flush(access::FLUSH_TIMEOUT) {
+                log::warn!(
+                    "access log: its last lines are not written after {:?}; its file or pipe is stuck",
+                    access::FLUSH_TIMEOUT
+                );
+            }
+        }
         if abandoned > 0 {
             log::warn!(
                 "shutdown timeout: abandoning {abandoned} connection(s) with requests in flight"

@@ -72,7 +72,8 @@ counters! {
 pub(super) struct Striped([Padded; STRIPES]);
 
 /// The number of stripes: enough that a few busy threads rarely share one.
-const STRIPES: usize = 8;
+/// The map's lock counts its readers in as many ([`super::brlock`]).
+pub(super) const STRIPES: usize = 8;
 
 /// One counter alone on its cache line (128 bytes covers the adjacent-line
 /// prefetch of x86 and the 128-byte lines of some ARM cores).
@@ -88,10 +89,14 @@ thread_local! {
     };
 }
 
+/// This thread's stripe, below [`STRIPES`].
+pub(super) fn stripe() -> usize {
+    STRIPE.with(|s| *s)
+}
+
 impl Striped {
     pub(super) fn add(&self, n: u64) {
-        let i = STRIPE.with(|s| *s);
-        self.0[i].0.fetch_add(n, Ordering::Relaxed);
+        self.0[stripe()].0.fetch_add(n, Ordering::Relaxed);
     }
 
     pub(super) fn sum(&self) -> u64 {

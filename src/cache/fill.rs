@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use super::map::{Inner, Slot, Step};
 use super::{Cache, Error, Lookup, LookupOutcome};
-use crate::unwind::read;
 
 /// What [`Cache::fill`] found for a key.
 pub enum Fill<K, V, S>
@@ -84,7 +83,7 @@ where
                     return Fill::Hit(self.inner.served(found.value, found.outcome).value);
                 }
                 Step::Done(Lookup { value: stale, .. }) => {
-                    let map = read(&self.inner.map);
+                    let map = self.inner.map.read();
                     if let Some(slot) = map.slots.get(key) {
                         let slot = Arc::clone(slot);
                         drop(map);

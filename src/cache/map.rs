@@ -11,17 +11,18 @@ use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::brlock::BrLock;
 use super::counters::{Counters, Striped};
 use super::lane::Lane;
 use super::permits::Permits;
 use super::sieve::Sieve;
 use super::waits_for::{Claim, Edge, REFUSED};
 use super::{CacheConfig, Error, Lookup, LookupOutcome};
-use crate::unwind::{lock, panic_message, read, write};
+use crate::unwind::{lock, panic_message};
 
 /// Remembered failures kept at most, so that a stream of distinct failing
 /// keys cannot grow the table without bound. Past it, expired ones are
@@ -33,7 +34,8 @@ pub(super) struct Inner<K, V, S> {
     pub(super) config: CacheConfig,
     pub(super) weigher: fn(&V) -> u64,
     pub(super) hasher: S,
-    pub(super) map: RwLock<Map<K, V, S>>,
+    /// The one lock over the map: see [`BrLock`] for why not std's.
+    pub(super) map: BrLock<Map<K, V, S>>,
     pub(super) permits: Permits,
     /// Where queued computations and refreshes run.
     pub(super) lane: Lane,
@@ -94,10 +96,10 @@ where
         queue: impl FnOnce() -> Option<Queued<V>>,
     ) -> Step<V> {
         let now = Now::default();
-        if let Some(step) = read(&self.map).probe(key, swr, &now) {
+        if let Some(step) = self.map.read().probe(key, swr, &now) {
             return step;
         }
-        let mut map = write(&self.map);
+        let mut map = self.map.write();
         // Another caller may have stored, failed or started in between.
         if let Some(step) = map.probe(key, swr, &now) {
             return step;
@@ -305,7 +307,7 @@ where
         outcome: Result<(V, Option<Duration>, u64), Error>,
     ) -> Result<V, Error> {
         let result = {
-            let mut map = write(&self.map);
+            let mut map = self.map.write();
             let attached = map.detach(key, slot);
             match outcome {
                 Ok((value, ttl, weight)) => {
@@ -381,7 +383,7 @@ where
     pub(super) fn insert(&self, key: K, value: V, ttl: Option<Duration>) -> bool {
         let weight = (self.weigher)(&value);
         let expires = ttl.and_then(|ttl| Instant::now().checked_add(ttl));
-        let mut map = write(&self.map);
+        let mut map = self.map.write();
         map.failures.remove(&key);
         self.store(&mut map, key, value, weight, expires)
     }

@@ -437,7 +437,8 @@ fn push_field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+/// Appends `n` in decimal (the access log's lines use it too).
+pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {

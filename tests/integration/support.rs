@@ -60,11 +60,12 @@ pub fn start(tweak: impl FnOnce(&mut Config), handler: impl Handler) -> TestServ
     launch(tweak, handler, |server| server)
 }
 
-/// Like [`start`], with access lines going to `log`.
+/// Like [`start`], with access lines going to `log` (pass an `Arc` to
+/// keep a handle).
 pub fn start_logged(
     tweak: impl FnOnce(&mut Config),
     handler: impl Handler,
-    log: AccessLog,
+    log: impl Into<Arc<AccessLog>>,
 ) -> TestServer {
     launch(tweak, handler, |server| server.with_access_log(log))
 }
