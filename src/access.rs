@@ -186,9 +186,15 @@ impl AccessLog {
             dropped: AtomicU64::new(0),
             metrics: OnceLock::new(),
         });
+        let name = match (&path, &sink) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Sink::Stderr) => "stderr".to_owned(),
+            (None, Sink::Writer(_)) => "writer".to_owned(),
+        };
         let writer = Writer {
             shared: shared.clone(),
             sink,
+            name,
             spare: Vec::new(),
             report: Report::default(),
         };
@@ -326,6 +332,8 @@ impl Shared {
 struct Writer {
     shared: Arc<Shared>,
     sink: Sink,
+    /// What the sink is, for the server log: its path, or `stderr`.
+    name: String,
     /// The last batch's buffer, emptied, to swap in for the next.
     spare: Vec<u8>,
     report: Report,
@@ -414,7 +422,9 @@ impl Writer {
                 self.report.failed(e);
             }
             // The lines lost meanwhile are reported by `report_drops`.
-            Ok(_) if self.report.recovered() => log::warn!("access log: writing again"),
+            Ok(_) if self.report.recovered() => {
+                log::warn!("access log {}: writing again", self.name);
+            }
             Ok(_) => {}
         }
     }
@@ -424,7 +434,7 @@ impl Writer {
     fn report_drops(&mut self) {
         let lost = self.shared.dropped.load(Relaxed);
         if let Some(message) = self.report.due(Instant::now(), lost) {
-            log::warn!("{message}");
+            log::warn!("access log {}: {message}", self.name);
         }
     }
 }
@@ -495,9 +505,9 @@ impl Report {
         self.reported = lost;
         self.last = Some(now);
         Some(match self.error.take() {
-            Some(e) => format!("access log: cannot write: {e}; {n} lines lost{since}"),
+            Some(e) => format!("cannot write: {e}; {n} lines lost{since}"),
             None => {
-                format!("access log: {n} lines dropped{since}: its file or pipe is not keeping up")
+                format!("{n} lines dropped{since}: its file or pipe is not keeping up")
             }
         })
     }
