@@ -111,6 +111,8 @@ pub mod metrics;
 pub mod notify;
 // glibc's malloc, told to give freed large buffers back to the OS.
 pub mod allocator;
+// The compute lane's threads, run behind the request workers.
+pub mod priority;
 
 // The product built on the library: the array service and the operator's
 // endpoints (`app::arrays`, `app::admin`). Request in, response out.

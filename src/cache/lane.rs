@@ -56,6 +56,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 
+use crate::priority::Priority;
 use crate::unwind::{lock, panic_message};
 
 /// Work for the lane: anything run once, on a lane thread.
@@ -76,6 +77,8 @@ struct Shared {
     work: Condvar,
     threads: usize,
     max_queued: usize,
+    /// The priority each thread takes when it starts.
+    priority: Priority,
     /// Jobs running now; changed only under `state`'s lock, so it agrees
     /// with the queue whenever the lock is free.
     busy: AtomicUsize,
@@ -110,12 +113,24 @@ impl Lane {
                 work: Condvar::new(),
                 threads: threads.max(1),
                 max_queued,
+                priority: Priority::Normal,
                 busy: AtomicUsize::new(0),
                 queued: AtomicUsize::new(0),
                 run: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// The same lane, whose threads run at `priority` (see
+    /// [`crate::priority`]): for CPU-bound jobs, which then yield the CPU
+    /// to request workers whenever one has work. Takes effect only before
+    /// the first job, when the threads start.
+    pub fn with_priority(mut self, priority: Priority) -> Lane {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.priority = priority;
+        }
+        self
     }
 
     /// Queues `job` to run on a lane thread, in order of submission. Gives
@@ -223,6 +238,12 @@ impl fmt::Debug for Lane {
 /// A lane thread: runs jobs in queue order until the lane is dropped and
 /// the queue is empty. A job that panics is logged; the thread lives on.
 fn work(shared: &Shared) {
+    if let Err(e) = shared.priority.apply_to_this_thread() {
+        log::warn!(
+            "cannot give a compute thread the {} priority: {e}",
+            shared.priority
+        );
+    }
     let mut state = lock(&shared.state);
     loop {
         let Some(job) = state.queue.pop_front() else {

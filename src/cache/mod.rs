@@ -249,6 +249,7 @@ mod submit_tests;
 mod tests;
 mod waits_for;
 
+use crate::priority::Priority;
 use std::borrow::Borrow;
 use std::collections::hash_map::RandomState;
 use std::fmt;
@@ -301,6 +302,10 @@ pub struct CacheConfig {
     /// running; past it, a lookup that would queue one gets
     /// [`Error::Busy`] at once instead.
     pub max_queued: usize,
+    /// How the compute lane's threads are scheduled beside the request
+    /// workers. Default [`Priority::Idle`]: a hit or a health check does
+    /// not wait behind a computation for a CPU.
+    pub compute_priority: Priority,
 }
 
 impl Default for CacheConfig {
@@ -317,6 +322,7 @@ impl Default for CacheConfig {
             // they wait. 1024 matches the request queue's default (Puma's
             // backlog), so by default neither queue is the tighter one.
             max_queued: 1024,
+            compute_priority: Priority::default(),
         }
     }
 }
@@ -418,7 +424,8 @@ where
         Cache {
             inner: Arc::new(Inner {
                 permits: Permits::new(config.compute_concurrency),
-                lane: Lane::new(config.compute_concurrency, config.max_queued),
+                lane: Lane::new(config.compute_concurrency, config.max_queued)
+                    .with_priority(config.compute_priority),
                 config,
                 weigher,
                 map: BrLock::new(Map::new(hasher.clone())),

@@ -42,6 +42,30 @@ fn thread_name() -> String {
 }
 
 #[test]
+#[cfg(target_os = "linux")]
+fn lane_threads_take_the_priority_they_are_given() {
+    use crate::priority::{self, Priority};
+    // The cache's own lane, with the default configuration.
+    let cache = Cache::<String, Bytes>::new(CacheConfig::default(), weigh);
+    let (normal, low) = (
+        Lane::new(1, 1),
+        Lane::new(1, 1).with_priority(Priority::Low),
+    );
+    let cases = [
+        (&normal, Priority::Normal),
+        (&low, Priority::Low),
+        (cache.lane(), Priority::Idle),
+    ];
+    for (lane, want) in cases {
+        let (tx, rx) = mpsc::channel();
+        assert!(lane
+            .try_spawn(move || tx.send(priority::current().unwrap()).unwrap())
+            .is_ok());
+        assert_eq!(rx.recv_timeout(HANG).unwrap(), want);
+    }
+}
+
+#[test]
 fn lane_runs_in_order_refuses_past_its_bound_and_reports_gauges() {
     let lane = Lane::new(1, 2);
     let (started_tx, started) = mpsc::channel();

@@ -33,6 +33,7 @@ pub(super) fn config() -> CacheConfig {
         error_ttl: Duration::from_secs(60),
         compute_concurrency: 8,
         max_queued: 1024,
+        compute_priority: Default::default(),
     }
 }
 

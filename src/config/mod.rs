@@ -55,6 +55,7 @@ mod sources;
 mod tests;
 mod values;
 
+use crate::priority::Priority;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
@@ -199,6 +200,8 @@ pub struct Config {
     pub compute_concurrency: usize,
     /// Computations waiting for a compute-lane thread; past it, 503.
     pub compute_queue: usize,
+    /// How computations are scheduled beside requests.
+    pub compute_priority: Priority,
     /// Largest `below` of `/primes`.
     pub max_primes_below: u32,
     /// Largest `width × height` of `/mandelbrot`.
@@ -274,6 +277,7 @@ impl Default for Config {
             cache_error_ttl: cache.error_ttl,
             compute_concurrency: cache.compute_concurrency,
             compute_queue: cache.max_queued,
+            compute_priority: cache.compute_priority,
             max_primes_below: app.max_primes_below,
             max_pixels: app.max_pixels,
             max_iterations: app.max_iterations,
@@ -383,6 +387,7 @@ impl Config {
             error_ttl: self.cache_error_ttl,
             compute_concurrency: self.compute_concurrency,
             max_queued: self.compute_queue,
+            compute_priority: self.compute_priority,
         }
     }
 

@@ -6,8 +6,8 @@
 use super::values::{
     add_listen, add_trusted_proxy, bounded_duration, count_in, count_u32, format_access_log,
     format_admin_listen, format_count, format_duration, format_listen, format_log_level,
-    format_size, format_trusted_proxies, parse_access_log, parse_admin_listen, parse_log_level,
-    size_in, timeout,
+    format_priority, format_size, format_trusted_proxies, parse_access_log, parse_admin_listen,
+    parse_log_level, parse_priority, size_in, timeout,
 };
 use super::{Config, MIN_DEFAULT_WORKERS, WORKERS_PER_CPU};
 use crate::proxy::route::{add_routes, format_routes};
@@ -208,6 +208,8 @@ pub(super) static OPTIONS: &[OptSpec] = options![
         "computations running at once; by default the number of CPUs";
     "compute-queue" N limit compute_queue: count_in(1, MAX_SOCKETS) => format_count,
         "computations waiting for a compute thread before new misses get 503";
+    "compute-priority" PRIORITY plain compute_priority: parse_priority() => format_priority,
+        "how computations are scheduled beside requests: normal, low (nice +10) or idle (SCHED_IDLE)";
     "max-primes-below" N limit max_primes_below: count_u32(0, u32::MAX) => format_count,
         "largest `below` that /primes accepts";
     "max-pixels" N limit max_pixels: count_in(1, MAX_PIXELS) => format_count,

@@ -4,6 +4,7 @@
 //! writes what its parser reads back exactly, so `--check-config` output is
 //! a valid config file.
 
+use crate::priority::Priority;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -334,6 +335,16 @@ pub(super) fn parse_log_level(s: &str) -> Result<LevelFilter, String> {
 /// Prints what [`parse_log_level`] reads.
 pub(super) fn format_log_level(level: &LevelFilter) -> String {
     level.as_str().to_ascii_lowercase()
+}
+
+/// A compute-lane priority: `normal`, `low` or `idle`.
+pub(super) fn parse_priority(s: &str) -> Result<Priority, String> {
+    s.parse()
+}
+
+/// Prints what [`parse_priority`] reads.
+pub(super) fn format_priority(p: &Priority) -> String {
+    p.to_string()
 }
 
 #[cfg(test)]
