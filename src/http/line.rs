@@ -64,6 +64,16 @@ pub(crate) struct LineScan {
     /// Offset of the CR or LF that ends the line.
     end: usize,
     empty_lines: usize,
+    /// What [`LineScan::finish`] found, kept so the line is judged once.
+    judged: Option<Judged>,
+}
+
+/// Where a judged line's method and target end, and its version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Judged {
+    method_end: usize,
+    target_end: usize,
+    version: Version,
 }
 
 /// Where a complete request line lies in the head.
@@ -75,6 +85,26 @@ pub(crate) struct LineSpan {
     pub(crate) end: usize,
     /// Offset just past the LF: where the field lines begin.
     pub(crate) next: usize,
+    judged: Judged,
+}
+
+impl LineSpan {
+    /// The line this span was judged to be, in `head`, the bytes it was
+    /// scanned in (at least up to [`LineSpan::next`]).
+    pub(crate) fn line<'a>(&self, head: &'a [u8]) -> Result<RequestLine<'a>, Error> {
+        let malformed = || Error::Malformed("invalid request line");
+        let j = self.judged;
+        let (method, target) = (
+            head.get(self.start..j.method_end).ok_or_else(malformed)?,
+            head.get(j.method_end + 1..j.target_end).ok_or_else(malformed)?,
+        );
+        // The scanner let only ASCII through.
+        Ok(RequestLine {
+            method: std::str::from_utf8(method).map_err(|_| malformed())?,
+            target: std::str::from_utf8(target).map_err(|_| malformed())?,
+            version: j.version,
+        })
+    }
 }
 
 impl LineScan {
@@ -148,21 +178,27 @@ impl LineScan {
                 (Part::Done, _) => Part::Done,
             };
         }
-        Ok(Some(self.span()))
-    }
-
-    /// The line end has arrived: judge the line whole.
-    fn finish(&mut self, head: &[u8]) -> Result<Part, Error> {
-        parse_request_line(&head[self.start..self.end])?;
-        Ok(Part::Done)
-    }
-
-    fn span(&self) -> LineSpan {
-        LineSpan {
+        let judged = self
+            .judged
+            .ok_or(Error::Malformed("invalid request line"))?;
+        Ok(Some(LineSpan {
             start: self.start,
             end: self.end,
             next: self.at,
-        }
+            judged,
+        }))
+    }
+
+    /// The line end has arrived: judge the line whole, once.
+    fn finish(&mut self, head: &[u8]) -> Result<Part, Error> {
+        let line = parse_request_line(&head[self.start..self.end])?;
+        let method_end = self.start + line.method.len();
+        self.judged = Some(Judged {
+            method_end,
+            target_end: method_end + 1 + line.target.len(),
+            version: line.version,
+        });
+        Ok(Part::Done)
     }
 }
 
@@ -189,8 +225,7 @@ pub(crate) fn request_line(head: &[u8]) -> Result<(RequestLine<'_>, usize), Erro
     let span = LineScan::default()
         .scan(head)?
         .ok_or(Error::Malformed("incomplete head"))?;
-    let line = parse_request_line(&head[span.start..span.end])?;
-    Ok((line, span.next))
+    Ok((span.line(head)?, span.next))
 }
 
 /// Judges a request line whose bytes have passed the scanner: its version,

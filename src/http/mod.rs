@@ -297,8 +297,9 @@ impl Conn {
         match find_head_end(data, self.scan.max(line.next - 1)) {
             Ok(len) if len > max => self.fail(Error::HeadTooLarge),
             Ok(len) => {
-                let parsed = request::parse_head(
+                let parsed = request::parse_head_after(
                     &data[..len],
+                    &line,
                     HeadLimits {
                         max_headers: self.limits.max_headers,
                     },

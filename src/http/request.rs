@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use super::line::request_line;
+use super::line::{request_line, LineSpan, RequestLine};
 use super::uri::{self, Use};
 use super::Error;
 use crate::forwarded::Forwarded;
@@ -191,6 +191,26 @@ pub(crate) fn trim_ows(mut v: &[u8]) -> &[u8] {
 /// it as soon as it arrives.
 pub fn parse_head(buf: &[u8], limits: HeadLimits) -> Result<Head, Error> {
     let (line, fields_at) = request_line(buf)?;
+    head_from(buf, line, fields_at, limits)
+}
+
+/// [`parse_head`] for a head whose request line [`Conn`](super::Conn)
+/// already scanned and judged as it arrived: `span` says where it lies.
+pub(crate) fn parse_head_after(
+    buf: &[u8],
+    span: &LineSpan,
+    limits: HeadLimits,
+) -> Result<Head, Error> {
+    head_from(buf, span.line(buf)?, span.next, limits)
+}
+
+/// The rest of [`parse_head`], once the request line is known.
+fn head_from(
+    buf: &[u8],
+    line: RequestLine<'_>,
+    fields_at: usize,
+    limits: HeadLimits,
+) -> Result<Head, Error> {
     let headers = parse_fields(&buf[fields_at..], limits.max_headers)?;
     let version = line.version;
     check_host(version, &headers)?;
