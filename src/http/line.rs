@@ -96,7 +96,8 @@ impl LineSpan {
         let j = self.judged;
         let (method, target) = (
             head.get(self.start..j.method_end).ok_or_else(malformed)?,
-            head.get(j.method_end + 1..j.target_end).ok_or_else(malformed)?,
+            head.get(j.method_end + 1..j.target_end)
+                .ok_or_else(malformed)?,
         );
         // The scanner let only ASCII through.
         Ok(RequestLine {
