@@ -3,6 +3,7 @@
 //! against the rules for Host (RFC 9112 §3.2) and framing (§6). Pure: bytes
 //! in, a verdict out.
 
+use std::fmt;
 use std::net::SocketAddr;
 
 use super::line::{request_line, LineSpan, RequestLine};
@@ -51,9 +52,22 @@ pub struct HeadLimits {
 
 /// The header fields of a request, in the order received. Lookups ignore
 /// ASCII case, as field names are case-insensitive (RFC 9110 §5.1).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Headers {
-    fields: Vec<(String, Vec<u8>)>,
+    /// Every name and value, back to back: one allocation for a head's
+    /// fields, where a `String` and a `Vec` each took two a field.
+    bytes: Vec<u8>,
+    /// Each field line's place in `bytes`.
+    spans: Vec<Span>,
+}
+
+/// A field line in [`Headers::bytes`]: its name at `name..value`, its
+/// value at `value..end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    name: usize,
+    value: usize,
+    end: usize,
 }
 
 impl Headers {
@@ -64,7 +78,14 @@ impl Headers {
 
     /// Appends a field line.
     pub fn push(&mut self, name: &str, value: &[u8]) {
-        self.fields.push((name.to_owned(), value.to_vec()));
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(name.as_bytes());
+        self.bytes.extend_from_slice(value);
+        self.spans.push(Span {
+            name: start,
+            value: start + name.len(),
+            end: self.bytes.len(),
+        });
     }
 
     /// The first value of `name` as text, or `None` if absent or not UTF-8.
@@ -75,18 +96,18 @@ impl Headers {
 
     /// The first value of `name` as raw bytes.
     pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
-        self.fields
+        self.spans
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .find(|s| self.name_bytes(s).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|s| &self.bytes[s.value..s.end])
     }
 
     /// Every value of `name`, in the order received.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.fields
+        self.spans
             .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+            .filter(move |s| self.name_bytes(s).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|s| &self.bytes[s.value..s.end])
     }
 
     /// Whether any field line named `name` contains `token` in its
@@ -99,17 +120,33 @@ impl Headers {
 
     /// All field lines as (name, value) pairs.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.fields.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+        self.spans.iter().map(|s| {
+            // A name went in as a `&str` and is sliced at its own bounds.
+            let name = std::str::from_utf8(self.name_bytes(s)).unwrap_or_default();
+            (name, &self.bytes[s.value..s.end])
+        })
     }
 
     /// The number of field lines.
     pub fn len(&self) -> usize {
-        self.fields.len()
+        self.spans.len()
     }
 
     /// Whether there are no field lines.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.spans.is_empty()
+    }
+
+    fn name_bytes(&self, s: &Span) -> &[u8] {
+        &self.bytes[s.name..s.value]
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(n, v)| (n, String::from_utf8_lossy(v))))
+            .finish()
     }
 }
 
@@ -274,8 +311,11 @@ fn fields_into<'b>(buf: &'b [u8], slots: &mut [httparse::Header<'b>]) -> Result<
     if len != buf.len() {
         return Err(Error::Malformed("incomplete head"));
     }
-    let mut headers = Headers::new();
-    for h in fields {
+    let mut headers = Headers {
+        bytes: Vec::with_capacity(fields.iter().map(|h| h.name.len() + h.value.len()).sum()),
+        spans: Vec::with_capacity(fields.len()),
+    };
+    for h in fields.iter() {
         // httparse rejects whitespace before the colon, obs-fold and bare
         // control bytes in requests; a NUL or DEL it lets through is checked
         // here, since a value is handed to handlers as text.
