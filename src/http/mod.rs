@@ -76,6 +76,9 @@ impl Default for Limits {
 }
 
 /// What [`Conn::poll`] found.
+// A request is moved out once per request; boxing it would add the
+// allocation its parsing works to avoid.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Event {
     /// Nothing complete yet: read more bytes (see [`Conn::read_with`]).
