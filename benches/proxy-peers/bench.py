@@ -168,13 +168,59 @@ def fields(line):
     return dict(kv.split("=", 1) for kv in line.split())
 
 
+def descendants(pid):
+    """pid and every process below it (nginx's and Varnish's workers)."""
+    found, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        found.add(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+    return found
+
+
+WRITES = ["syscalls:sys_exit_write", "syscalls:sys_exit_writev",
+          "syscalls:sys_exit_sendto", "syscalls:sys_exit_sendfile64"]
+
+
+def traced_writes(pids, action):
+    """Runs action() while the kernel records every write of any process
+    (tracepoints, on the same real-time clock as the load and the
+    upstream); returns action's result and the time in ns of the last
+    write that sent bytes by one of pids."""
+    data = os.path.join(DIR, "writes.data")
+    rec = subprocess.Popen(["perf", "record", "-q", "-a", "-k", "CLOCK_REALTIME",
+                            "-o", data] + sum((["-e", e] for e in WRITES), []) + ["--", "sleep", "60"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # perf needs a moment before it records
+    try:
+        result = action()
+    finally:
+        rec.send_signal(2)
+        rec.wait(timeout=30)
+    out = subprocess.run(["perf", "script", "-i", data, "-F", "pid,time,trace"],
+                         capture_output=True, text=True).stdout
+    last = 0
+    for line in out.splitlines():
+        m = re.match(r"\s*(\d+)\s+([\d.]+):\s+.*0x([0-9a-f]+)\s*$", line)
+        if m and int(m[1]) in pids and int(m[3], 16) > 0:
+            last = max(last, int(round(float(m[2]) * 1e9)))
+    os.unlink(data)
+    return result, last
+
+
 def scenario_a(name, rnd):
     path = f"/slow/a-{name}-{rnd}"
-    out = fields(run([LOAD, "burst", f"127.0.0.1:{PORTS[name]}", path + "?d=0.5", str(CLIENTS)]))
+    burst = lambda: fields(run([LOAD, "burst", f"127.0.0.1:{PORTS[name]}", path + "?d=0.5", str(CLIENTS)]))
+    out, last_write = traced_writes(descendants(procs[name].pid), burst)
     st = upstream_stats(path)
     after = (int(out["last_ns"]) - st["sent_ns"]) / 1e6
-    log(f"  (a) {name}: {out} upstream={st}")
-    return {"a_upstream": st["count"], "a_after_ms": after,
+    written = (last_write - st["sent_ns"]) / 1e6 if last_write else float("nan")
+    log(f"  (a) {name}: {out} upstream={st} last write {written:.1f} ms after")
+    return {"a_upstream": st["count"], "a_after_ms": after, "a_written_ms": written,
             "a_total_ms": float(out["total_ms"]), "a_ok": out["statuses"]}
 
 
@@ -283,6 +329,7 @@ def main():
         print(f"| {label} | " + " | ".join(fmt(n) for n in names) + " |")
 
     row("(a) upstream requests for 1 000 clients", lambda n: f"{med[n]['a_upstream']:g}")
+    row("(a) upstream's answer → the proxy's last write, ms", lambda n: f"{med[n]['a_written_ms']:.1f}")
     row("(a) upstream's answer → last client, ms", lambda n: f"{med[n]['a_after_ms']:.1f}")
     print(f"| (a) floor: the same clients answered by a write loop, ms | "
           f"{statistics.median(floor):.1f} | | |")

@@ -28,7 +28,11 @@
 //! goes back to the idle list only after a response that was read to its
 //! end, allows keep-alive, and left no byte behind; one taken from it is
 //! checked first (a non-blocking read that must find nothing), since the
-//! upstream may have closed it while it sat idle.
+//! upstream may have closed it while it sat idle. The most recently used
+//! idle connection is taken first, so after a burst the surplus ages, and
+//! one idle for [`IDLE_TIMEOUT`] is closed the next time the upstream's
+//! pool is used (nginx's upstream `keepalive_timeout`): a threaded
+//! upstream holds a thread for each connection it keeps open.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
@@ -43,6 +47,12 @@ use crate::unwind::lock;
 
 /// How long a failed upstream is skipped: nginx's `fail_timeout` default.
 pub const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection may sit idle in the pool: nginx's upstream
+/// `keepalive_timeout` default. Long enough to carry keep-alive across the
+/// gaps of steady traffic, short enough that a burst's connections do not
+/// hold an upstream's threads for good.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A connection to an upstream.
 #[derive(Debug)]
@@ -128,7 +138,8 @@ pub struct Peer {
     /// Where it listens.
     pub upstream: Upstream,
     max_connections: usize,
-    idle: Mutex<Vec<Stream>>,
+    /// Idle connections and when each went idle, oldest first.
+    idle: Mutex<Vec<(Stream, Instant)>>,
     /// Connections open, idle ones included.
     open: AtomicUsize,
     /// Requests in flight.
@@ -206,16 +217,42 @@ impl Peer {
         lock(&self.health).down_until = None;
     }
 
-    /// An idle connection that still works, if there is one. Those that
-    /// do not are closed.
-    fn take_idle(&self) -> Option<Stream> {
+    /// The idle connection used last, if one still works. Those that do
+    /// not, and those idle past [`IDLE_TIMEOUT`], are closed.
+    fn take_idle(&self, now: Instant) -> Option<Stream> {
+        self.close_expired(now);
         loop {
-            let mut conn = lock(&self.idle).pop()?;
+            let (mut conn, _) = lock(&self.idle).pop()?;
             if conn.is_reusable() {
                 return Some(conn);
             }
             self.open.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    /// Puts a connection back, the newest idle one.
+    fn put_idle(&self, conn: Stream, now: Instant) {
+        lock(&self.idle).push((conn, now));
+        self.close_expired(now);
+    }
+
+    /// Closes the idle connections that have waited [`IDLE_TIMEOUT`]: the
+    /// oldest, at the front.
+    fn close_expired(&self, now: Instant) {
+        let expired: Vec<(Stream, Instant)> = {
+            let mut idle = lock(&self.idle);
+            let n = idle.partition_point(|(_, since)| {
+                now.saturating_duration_since(*since) >= IDLE_TIMEOUT
+            });
+            idle.drain(..n).collect()
+        };
+        // Closed outside the lock.
+        self.open.fetch_sub(expired.len(), Ordering::SeqCst);
+    }
+
+    /// Connections idle in the pool now.
+    pub fn idle_connections(&self) -> usize {
+        lock(&self.idle).len()
     }
 }
 
@@ -253,7 +290,7 @@ impl Lease {
     /// A connection: an idle one if it still works (`true`: reused), else a
     /// new one.
     pub fn connect(&self, timeout: Duration) -> io::Result<(Stream, bool)> {
-        if let Some(conn) = self.peer.take_idle() {
+        if let Some(conn) = self.peer.take_idle(Instant::now()) {
             return Ok((conn, true));
         }
         self.peer.open.fetch_add(1, Ordering::SeqCst);
@@ -268,7 +305,7 @@ impl Lease {
 
     /// Gives a connection back after a clean response, to be reused.
     pub fn release(&self, conn: Stream) {
-        lock(&self.peer.idle).push(conn);
+        self.peer.put_idle(conn, Instant::now());
     }
 
     /// Closes a connection that must not be reused.
@@ -464,6 +501,43 @@ mod tests {
         drop(lc);
         let (d, _ld) = pool.lease(&[], soon()).unwrap();
         assert_eq!(d, c, "the one with nothing in flight");
+    }
+
+    #[test]
+    fn idle_connections_are_reused_newest_first_and_closed_after_the_timeout() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = Peer::new(Upstream::Tcp(addr), 8);
+        let t0 = Instant::now();
+        let mut accepted = Vec::new();
+        let mut ports = Vec::new();
+        for i in 0..3 {
+            let conn = TcpStream::connect(addr).unwrap();
+            ports.push(conn.local_addr().unwrap().port());
+            accepted.push(listener.accept().unwrap().0);
+            peer.open.fetch_add(1, Ordering::SeqCst);
+            peer.put_idle(Stream::Tcp(conn), t0 + Duration::from_secs(20 * i));
+        }
+        assert_eq!((peer.idle_connections(), peer.open_connections()), (3, 3));
+        // 61 s after the first went idle, it alone has expired: closed, and
+        // the last one put back is the one taken.
+        let Some(Stream::Tcp(taken)) = peer.take_idle(t0 + Duration::from_secs(61)) else {
+            panic!("no idle connection taken")
+        };
+        assert_eq!(taken.local_addr().unwrap().port(), ports[2]);
+        assert_eq!((peer.idle_connections(), peer.open_connections()), (1, 2));
+        let mut byte = [0u8; 1];
+        accepted[0]
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(
+            accepted[0].read(&mut byte).unwrap(),
+            0,
+            "the expired connection is closed"
+        );
+        // Far later, the remaining one has expired too.
+        assert!(peer.take_idle(t0 + IDLE_TIMEOUT * 3).is_none());
+        assert_eq!((peer.idle_connections(), peer.open_connections()), (0, 1));
     }
 
     #[test]
