@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """The floor of scenario (a): accepts N connections, reads a request on
 each, then writes every answer in one tight loop, and prints when the first
-write began (Unix ns). The load tool's last client minus that is what the
-machine and the load tool cost, with no cache or proxy in between.
+write began and when the last one returned (Unix ns). The load tool's last
+client minus the first is what the machine and the load tool cost, with no
+cache or proxy in between; the last minus the first is what the kernel
+takes to send the answers, the least a server's own last write can come
+after its answer is ready.
 
     floor.py PORT N
 """
@@ -26,5 +29,6 @@ answer = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n" + b"x" * 1024
 first = time.time_ns()
 for c in conns:
     c.sendall(answer)
-print(first, flush=True)
+last = time.time_ns()
+print(first, last, flush=True)
 time.sleep(1)
