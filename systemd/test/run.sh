@@ -441,6 +441,15 @@ for line in urllib.request.urlopen("http://127.0.0.1:9090/metrics").read().decod
 }
 for _ in $(seq 100); do [ "$(metric corral_compute_busy)" -ge 1 ] && break; sleep 0.05; done
 expect "the slow request never started computing" test "$(metric corral_compute_busy)" -ge 1
+# The compute lane lowers its threads to SCHED_IDLE (compute-priority), which
+# the unit's system call filter must let through: field 41 of a thread's
+# stat is its policy, 5 for SCHED_IDLE.
+policies=$(C sh -c 'pid=$(systemctl show -P MainPID corral-activated.service)
+    for t in /proc/$pid/task/*; do
+        [ "$(cat "$t/comm")" = corral-compute ] && sed "s/.*) //" "$t/stat" | cut -d" " -f39
+    done; true' | sort -u | tr '\n' ' ')
+echo "  compute threads' scheduling policies: $policies(5 is SCHED_IDLE)"
+expect "the compute threads do not run at SCHED_IDLE under the unit: $policies" test "$policies" = "5 "
 stop_at=$(date +%s%N)
 C systemctl stop corral-activated.service
 echo "  systemctl stop returned after $(ms_since "$stop_at") ms"
