@@ -33,15 +33,20 @@
 //!
 //! # Why threads of its own
 //!
-//! The alternative was a reservation inside the request pool: keep some
-//! workers for fast requests and let slow work have the rest. `threadpool`
-//! has one queue and no way to hold threads back for one kind of job, and
-//! even a pool that had one would still let a fast request queue behind slow
-//! jobs in that shared queue. With threads of its own, "a hit never queues
-//! behind a computation" holds by construction: the two kinds of work never
-//! share a queue or a thread. The cost is a fixed number of extra threads
-//! (idle ones sleep on a condvar), so the process's thread count stays
-//! bounded: request workers, plus each lane, plus a few fixed threads.
+//! The alternative was a reservation inside the request pool: computations
+//! run as jobs on the request workers, at most `compute-concurrency` at
+//! once, so the other workers stay free for requests. Both were built and
+//! measured with the miss storm (BENCHMARKS.md, "Misses do not hold the
+//! workers"): at the workers' priority they keep hits equally fast (probe
+//! p99 3.6–5.7 ms for the reservation, 4.2–5.4 ms for the lane), and only
+//! the lane takes `SCHED_IDLE` well (1.0–2.1 ms, against 1.8–4.9 ms for
+//! pool workers switched to it for each computation and back). The lane
+//! also leaves every request worker to requests, where the reservation
+//! takes up to `compute-concurrency` of them away, and it needs no switch
+//! of policy per job, which an unprivileged process can make only one way
+//! without care. The cost is a fixed number of extra threads (idle ones
+//! sleep on a condvar), so the process's thread count stays bounded:
+//! request workers, plus each lane, plus a few fixed threads.
 //!
 //! # Locks
 //!
