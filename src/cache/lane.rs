@@ -42,9 +42,11 @@
 //! the lane takes `SCHED_IDLE` well (1.0–2.1 ms, against 1.8–4.9 ms for
 //! pool workers switched to it for each computation and back). The lane
 //! also leaves every request worker to requests, where the reservation
-//! takes up to `compute-concurrency` of them away, and it needs no switch
-//! of policy per job, which an unprivileged process can make only one way
-//! without care. The cost is a fixed number of extra threads (idle ones
+//! takes up to `compute-concurrency` of them away, and it sets its policy
+//! once per thread: an unprivileged worker moved to `SCHED_IDLE` for a
+//! computation could not move back (sched(7): leaving it needs
+//! `CAP_SYS_NICE`, or an `RLIMIT_NICE` that allows nice 0, and that limit
+//! is 0 by default; the prototype ran as root). The cost is a fixed number of extra threads (idle ones
 //! sleep on a condvar), so the process's thread count stays bounded:
 //! request workers, plus each lane, plus a few fixed threads.
 //!
