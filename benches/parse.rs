@@ -74,9 +74,10 @@ fn serve_one(conn: &mut Conn, req: &'static [u8], head: &mut Vec<u8>) {
 }
 
 fn main() {
-    // `cargo test --benches` runs each bench once as a test would: one
-    // request each, to show it works, and no timing.
-    if std::env::args().any(|a| a == "--test") {
+    // Only `cargo bench` passes `--bench`; run any other way (`cargo test
+    // --benches`), serve one request of each kind to show it works, and
+    // time nothing.
+    if !std::env::args().any(|a| a == "--bench") {
         let mut conn = Conn::new(Limits::default(), None);
         for req in [WRK, BROWSER] {
             serve_one(&mut conn, req, &mut Vec::new());

@@ -421,8 +421,14 @@ impl Writer {
                 self.shared.lost(lost.min(lines));
                 self.report.failed(e);
             }
-            // The lines lost meanwhile are reported by `report_drops`.
+            // The lines lost while it failed are reported now, whatever
+            // the rate limit: told later, after "writing again", they
+            // would read as a fault that goes on.
             Ok(_) if self.report.recovered() => {
+                let lost = self.shared.dropped.load(Relaxed);
+                if let Some(message) = self.report.due_by(Instant::now(), lost, true) {
+                    log::warn!("access log {}: {message}", self.name);
+                }
                 log::warn!("access log {}: writing again", self.name);
             }
             Ok(_) => {}
@@ -494,7 +500,13 @@ impl Report {
     /// The line to log now, if lines were lost since the last report and
     /// that was a second ago or more.
     fn due(&mut self, now: Instant, lost: u64) -> Option<String> {
-        if self.pending(now, lost)? > Duration::ZERO {
+        self.due_by(now, lost, false)
+    }
+
+    /// [`Report::due`], or with `now_anyway` as soon as lines were lost,
+    /// however recent the last report.
+    fn due_by(&mut self, now: Instant, lost: u64, now_anyway: bool) -> Option<String> {
+        if self.pending(now, lost)? > Duration::ZERO && !now_anyway {
             return None;
         }
         let n = lost - self.reported;
@@ -835,6 +847,27 @@ mod tests {
         assert!(second.contains("4 lines lost in the last 1.0s"), "{second}");
         assert!(second.contains("disk full"), "{second}");
         assert_eq!(report.pending(t + 2 * REPORT_EVERY, 9), None);
+    }
+
+    #[test]
+    fn lines_lost_before_a_recovery_are_reported_with_it_not_after() {
+        let mut report = Report::default();
+        let t = Instant::now();
+        report.failed(io::Error::other("disk full"));
+        assert!(report.due(t, 3).is_some(), "the first loss at once");
+        report.failed(io::Error::other("disk full"));
+        // 200 ms later the disk has room: the 4 lines lost since the last
+        // report are told with the recovery, not a second later.
+        assert!(report.recovered());
+        let later = t + Duration::from_millis(200);
+        let flushed = report.due_by(later, 7, true).expect("told at once");
+        assert!(flushed.contains("4 lines lost"), "{flushed}");
+        assert_eq!(
+            report.pending(later + REPORT_EVERY, 7),
+            None,
+            "nothing left"
+        );
+        assert!(!report.recovered(), "one recovery, told once");
     }
 
     #[test]

@@ -79,16 +79,22 @@ impl fmt::Display for Priority {
     }
 }
 
-/// The calling thread's priority, as far as [`Priority`] can say: for
-/// tests that check a thread got the one it was given.
+/// The calling thread's nice value, for tests that compare a thread's
+/// priority with the one it started from.
 #[cfg(all(test, target_os = "linux"))]
-pub(crate) fn current() -> io::Result<Priority> {
+pub(crate) fn nice_now() -> i32 {
+    os::nice().unwrap_or(0)
+}
+
+/// The calling thread's priority, as far as [`Priority`] can say, given
+/// the nice value `base` it started from (tests may run under `nice`).
+#[cfg(all(test, target_os = "linux"))]
+pub(crate) fn current(base: i32) -> io::Result<Priority> {
     if os::policy() == libc::SCHED_IDLE {
         return Ok(Priority::Idle);
     }
-    // Relative to the process's main nice value, which tests do not change.
     Ok(match os::nice()? {
-        n if n >= 10 => Priority::Low,
+        n if n > base => Priority::Low,
         _ => Priority::Normal,
     })
 }

@@ -86,6 +86,8 @@ struct Shared {
     max_queued: usize,
     /// The priority each thread takes when it starts.
     priority: Priority,
+    /// The threads' name, as `ps -L` and `/proc` show it.
+    name: &'static str,
     /// Jobs running now; changed only under `state`'s lock, so it agrees
     /// with the queue whenever the lock is free.
     busy: AtomicUsize,
@@ -121,6 +123,7 @@ impl Lane {
                 threads: threads.max(1),
                 max_queued,
                 priority: Priority::Normal,
+                name: "corral-compute",
                 busy: AtomicUsize::new(0),
                 queued: AtomicUsize::new(0),
                 run: AtomicU64::new(0),
@@ -133,9 +136,22 @@ impl Lane {
     /// [`crate::priority`]): for CPU-bound jobs, which then yield the CPU
     /// to request workers whenever one has work. Takes effect only before
     /// the first job, when the threads start.
-    pub fn with_priority(mut self, priority: Priority) -> Lane {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.priority = priority;
+    pub fn with_priority(self, priority: Priority) -> Lane {
+        self.configure(|shared| shared.priority = priority)
+    }
+
+    /// The same lane, whose threads are called `name` (`corral-compute`
+    /// unless set). Takes effect only before the first job.
+    pub fn named(self, name: &'static str) -> Lane {
+        self.configure(|shared| shared.name = name)
+    }
+
+    /// Changes what the threads start with: possible only before they
+    /// start, while this handle is the only owner.
+    fn configure(mut self, change: impl FnOnce(&mut Shared)) -> Lane {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => change(shared),
+            None => log::warn!("a lane already running was reconfigured; nothing changed"),
         }
         self
     }
@@ -175,7 +191,7 @@ impl Lane {
         for _ in 0..self.shared.threads {
             let shared = Arc::clone(&self.shared);
             let spawned = thread::Builder::new()
-                .name("corral-compute".into())
+                .name(self.shared.name.into())
                 .spawn(move || work(&shared));
             match spawned {
                 Ok(_) => state.started += 1,

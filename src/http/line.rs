@@ -81,8 +81,6 @@ struct Judged {
 pub(crate) struct LineSpan {
     /// Offset of the method's first byte.
     pub(crate) start: usize,
-    /// Offset of the CR or LF that ends the line.
-    pub(crate) end: usize,
     /// Offset just past the LF: where the field lines begin.
     pub(crate) next: usize,
     judged: Judged,
@@ -184,7 +182,6 @@ impl LineScan {
             .ok_or(Error::Malformed("invalid request line"))?;
         Ok(Some(LineSpan {
             start: self.start,
-            end: self.end,
             next: self.at,
             judged,
         }))

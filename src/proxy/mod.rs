@@ -165,7 +165,7 @@ impl<H: Handler> Proxy<H> {
                 RouteState {
                     route: route.clone(),
                     pool: Arc::new(RoutePool::new(list)),
-                    lane: Lane::new(threads, config.max_waiting),
+                    lane: Lane::new(threads, config.max_waiting).named("corral-fetch"),
                 }
             })
             .collect::<Vec<RouteState>>();

@@ -232,7 +232,14 @@ impl Peer {
 
     /// Puts a connection back, the newest idle one.
     fn put_idle(&self, conn: Stream, now: Instant) {
-        lock(&self.idle).push((conn, now));
+        {
+            let mut idle = lock(&self.idle);
+            // Two releases may read the clock in one order and take the
+            // lock in the other: keep the list in order of going idle,
+            // which `close_expired` relies on.
+            let since = idle.last().map_or(now, |(_, last)| now.max(*last));
+            idle.push((conn, since));
+        }
         self.close_expired(now);
     }
 
