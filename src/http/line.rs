@@ -46,8 +46,8 @@ enum Part {
     Version(u8),
     /// The CR that ends the line, which must be followed by LF.
     Cr,
-    /// The line is complete and valid.
-    Done,
+    /// The line is complete and valid, and this is what was found.
+    Done(Judged),
 }
 
 /// A request line being received: how far its bytes have been checked, so
@@ -64,8 +64,6 @@ pub(crate) struct LineScan {
     /// Offset of the CR or LF that ends the line.
     end: usize,
     empty_lines: usize,
-    /// What [`LineScan::finish`] found, kept so the line is judged once.
-    judged: Option<Judged>,
 }
 
 /// Where a judged line's method and target end, and its version.
@@ -113,7 +111,14 @@ impl LineScan {
     /// complete and valid, `None` while it may still become so, and an
     /// error as soon as it cannot.
     pub(crate) fn scan(&mut self, head: &[u8]) -> Result<Option<LineSpan>, Error> {
-        while self.part != Part::Done {
+        loop {
+            if let Part::Done(judged) = self.part {
+                return Ok(Some(LineSpan {
+                    start: self.start,
+                    next: self.at,
+                    judged,
+                }));
+            }
             let Some(&b) = head.get(self.at) else {
                 return Ok(None);
             };
@@ -173,30 +178,21 @@ impl LineScan {
                     }
                 }
                 (Part::Version(_), _) => return Err(Error::Malformed("invalid HTTP version")),
-                // The loop ends on Done.
-                (Part::Done, _) => Part::Done,
+                // Returned above, before a byte is taken.
+                (done @ Part::Done(_), _) => done,
             };
         }
-        let judged = self
-            .judged
-            .ok_or(Error::Malformed("invalid request line"))?;
-        Ok(Some(LineSpan {
-            start: self.start,
-            next: self.at,
-            judged,
-        }))
     }
 
     /// The line end has arrived: judge the line whole, once.
-    fn finish(&mut self, head: &[u8]) -> Result<Part, Error> {
+    fn finish(&self, head: &[u8]) -> Result<Part, Error> {
         let line = parse_request_line(&head[self.start..self.end])?;
         let method_end = self.start + line.method.len();
-        self.judged = Some(Judged {
+        Ok(Part::Done(Judged {
             method_end,
             target_end: method_end + 1 + line.target.len(),
             version: line.version,
-        });
-        Ok(Part::Done)
+        }))
     }
 }
 
