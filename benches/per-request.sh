@@ -7,6 +7,9 @@
 #   benches/per-request.sh 'COMMAND {port}' [CONNS] [PATH]
 #   benches/per-request.sh './target/release/examples/hello {port}' 16 /plaintext
 #
+# WRK_ARGS adds wrk options, e.g. WRK_ARGS="-H 'Connection: close'" for a
+# new connection per request (the harness's S3).
+#
 # Requests are wrk's count over its window; the counters cover the middle
 # 8 s of wrk's 10, so "per request" uses wrk's rate times 8 s.
 set -euo pipefail
@@ -35,13 +38,15 @@ for _ in $(seq 100); do
   sleep 0.05
 done
 URL="http://127.0.0.1:$PORT$URLPATH"
-taskset -c 1 wrk -t2 -c"$CONNS" -d2s "$URL" >/dev/null
-taskset -c 1 wrk -t2 -c"$CONNS" -d10s "$URL" >"$OUT/wrk" &
+eval "EXTRA=(${WRK_ARGS:-})"
+taskset -c 1 wrk -t2 -c"$CONNS" -d2s "${EXTRA[@]}" "$URL" >/dev/null
+taskset -c 1 wrk -t2 -c"$CONNS" -d10s "${EXTRA[@]}" "$URL" >"$OUT/wrk" &
 WRK=$!
 sleep 1
 EVENTS=syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_sendto
 EVENTS+=,syscalls:sys_enter_recvfrom,syscalls:sys_enter_read
 EVENTS+=,syscalls:sys_enter_poll,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl
+EVENTS+=,syscalls:sys_enter_accept4,syscalls:sys_enter_close
 EVENTS+=,syscalls:sys_enter_futex,syscalls:sys_enter_sched_yield,context-switches,task-clock
 perf stat -x, -e "$EVENTS" -p "$SERVER" -o "$OUT/stat" -- sleep 8
 wait "$WRK"

@@ -142,6 +142,28 @@ pub fn set_backlog(listener: &TcpListener, backlog: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// Asks the kernel to hold a new connection until its first bytes arrive
+/// (`TCP_DEFER_ACCEPT`), or `secs` pass without any, rather than hand it to
+/// `accept` as soon as its handshake completes.
+pub fn set_defer_accept(listener: &TcpListener, secs: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(secs).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `value` is a live c_int and the length passed is its size; the
+    // descriptor is the listener's, alive for the call.
+    let r = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Something that can be parked: it has a descriptor to watch.
 pub trait Parkable: AsRawFd + Send {}
 impl<T: AsRawFd + Send> Parkable for T {}

@@ -165,7 +165,8 @@ impl Server {
         Server::from_listeners(listeners, config, handler)
     }
 
-    /// Serves on listeners bound elsewhere (socket activation, tests).
+    /// Serves on listeners bound elsewhere (socket activation, tests),
+    /// setting `--defer-accept` on them as on its own.
     pub fn from_listeners(
         listeners: Vec<TcpListener>,
         config: Config,
@@ -173,6 +174,7 @@ impl Server {
     ) -> io::Result<Server> {
         for l in &listeners {
             l.set_nonblocking(true)?;
+            defer_accept(l, config.defer_accept);
         }
         let (waker_rx, waker_tx) = UnixStream::pair()?;
         waker_rx.set_nonblocking(true)?;
@@ -202,6 +204,7 @@ impl Server {
         handler: impl Handler,
     ) -> io::Result<SocketAddr> {
         listener.set_nonblocking(true)?;
+        defer_accept(&listener, self.config.defer_accept);
         let addr = listener.local_addr()?;
         self.handlers.push(Arc::new(handler));
         self.listeners.push((listener, self.handlers.len() - 1));
@@ -800,6 +803,21 @@ impl Acceptor<'_> {
                 requeued: false,
                 waiting: None,
             },
+        );
+    }
+}
+
+/// Sets `--defer-accept` on a listener, ours or one passed in by systemd
+/// (whose `DeferAcceptSec=` this overrides, so the option means the same
+/// under socket activation). The kernel counts it in whole seconds.
+fn defer_accept(listener: &TcpListener, defer: Duration) {
+    let secs = u32::try_from(defer.as_nanos().div_ceil(1_000_000_000)).unwrap_or(u32::MAX);
+    if let Err(e) = poller::set_defer_accept(listener, secs) {
+        // Only slower: the worker waits for the first request instead.
+        let addr = listener.local_addr().map(|a| a.to_string());
+        log::warn!(
+            "{}: cannot set defer-accept: {e}",
+            addr.unwrap_or_else(|_| "listener".into())
         );
     }
 }

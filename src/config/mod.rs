@@ -136,6 +136,18 @@ const DEFAULT_ADMIN_LISTEN: SocketAddr =
 /// the same reason.
 const DEFAULT_DRAIN_DELAY: Duration = Duration::ZERO;
 
+/// How long the kernel holds a connection that has sent nothing
+/// (`TCP_DEFER_ACCEPT`, Apache's default `AcceptFilter http data` on Linux).
+/// A client sends its request with the handshake's last packet, so the
+/// connection reaches corral with it, and the worker reads it at once
+/// instead of waiting for it: on a connection a request, that saves a wake-up
+/// and a wait (BENCHMARKS.md). One second, the kernel's first SYN-ACK
+/// retransmit, so a silent connection still reaches corral, and its
+/// `header-timeout`, within a second of the client's connect; Apache's 30
+/// would keep silent clients off the descriptor count longer but stretch
+/// that bound thirty-fold.
+const DEFAULT_DEFER_ACCEPT: Duration = Duration::from_secs(1);
+
 // ---------------------------------------------------------------------------
 // The configuration itself.
 
@@ -169,6 +181,10 @@ pub struct Config {
     pub write_timeout: Duration,
     /// A worker waits this long on a quiet connection before parking it.
     pub park_timeout: Duration,
+    /// The kernel holds a new connection until its first bytes arrive, for
+    /// at most this long (whole seconds, rounded up); zero hands every
+    /// connection over as soon as its handshake completes.
+    pub defer_accept: Duration,
     /// In-flight requests get this long to finish on shutdown.
     pub shutdown_timeout: Duration,
     /// Largest request head (request line plus headers), in bytes.
@@ -256,6 +272,7 @@ impl Default for Config {
             min_body_rate: saturating_usize(timeouts.min_body_rate),
             write_timeout: timeouts.write,
             park_timeout: timeouts.park,
+            defer_accept: DEFAULT_DEFER_ACCEPT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             max_head_bytes: limits.max_head_bytes,
             max_headers: limits.max_headers,

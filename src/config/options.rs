@@ -178,6 +178,8 @@ pub(super) static OPTIONS: &[OptSpec] = options![
         "each write must make progress within this";
     "park-timeout" DURATION limit park_timeout: timeout() => format_duration,
         "a worker waits this long on a quiet connection before parking it";
+    "defer-accept" DURATION limit defer_accept: bounded_duration() => format_duration,
+        "the kernel holds a new connection until its first bytes arrive, at most this long (whole seconds; 0: off)";
     "shutdown-timeout" DURATION limit shutdown_timeout: timeout() => format_duration,
         "in-flight requests get this long to finish on shutdown";
     "max-head-bytes" SIZE limit max_head_bytes: size_in(MIN_HEAD_BYTES) => format_size,

@@ -383,6 +383,7 @@ fn check_config_output_reads_back_as_the_same_config() {
         "--read-timeout=250ms",
         "--write-timeout=1h",
         "--park-timeout=0.0015s",
+        "--defer-accept=0",
         "--shutdown-timeout=7",
         "--max-head-bytes=1000",
         "--max-headers=7",

@@ -15,7 +15,7 @@
 //!
 //! | phase | deadline | on expiry |
 //! |---|---|---|
-//! | new connection, nothing received | accept + `header_timeout` | close |
+//! | new connection, nothing received | accept + `header_timeout` (the kernel holds it for `--defer-accept` before the accept) | close |
 //! | idle between requests | last response + `idle_timeout` | close |
 //! | head arriving | its first byte + `header_timeout` (total) | 408, close |
 //! | body arriving | last progress + `read_timeout`, and its head + `body_timeout` + bytes received / `min_body_rate` (total) | 408, close |

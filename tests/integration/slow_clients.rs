@@ -138,3 +138,51 @@ fn idle_silent_and_slow_connections_do_not_starve_the_pool() {
         assert_eq!(c.response().status, 200);
     }
 }
+
+/// A connection that has sent nothing stays with the kernel for
+/// `--defer-accept` (`TCP_DEFER_ACCEPT`): it costs no descriptor and no
+/// worker meanwhile, and the connections that speak are served past it.
+#[test]
+fn a_silent_connection_waits_in_the_kernel_for_defer_accept() {
+    // Three seconds: the kernel's second SYN-ACK retransmit, far beyond the
+    // talker's exchange.
+    let srv = start_app(|c| c.defer_accept = Duration::from_secs(3));
+    let _silent = srv.connect();
+    let mut talker = srv.connect();
+    assert_eq!(talker.get("/healthz").status, 200);
+    // The listener queues connections in the order their handshakes
+    // completed, and the acceptor takes all that are queued: without the
+    // option the silent one is counted before the talker is served (the
+    // next test), with it only the talker is.
+    assert_eq!(srv.metric(|m| &m.connections_accepted), 1);
+}
+
+#[test]
+fn without_defer_accept_a_silent_connection_is_accepted_at_once() {
+    let srv = start_app(|c| c.defer_accept = Duration::ZERO);
+    let _silent = srv.connect();
+    let mut talker = srv.connect();
+    assert_eq!(talker.get("/healthz").status, 200);
+    assert_eq!(srv.metric(|m| &m.connections_accepted), 2);
+}
+
+/// The kernel lets a silent connection through once `--defer-accept` has
+/// passed; `--header-timeout` then ends it, so it cannot stay forever.
+#[test]
+fn a_silent_connection_is_closed_after_defer_accept_and_the_header_timeout() {
+    let header_timeout = Duration::from_millis(300);
+    let srv = start_app(|c| {
+        c.defer_accept = Duration::from_secs(1);
+        c.header_timeout = header_timeout;
+    });
+    let started = Instant::now();
+    let mut silent = srv.connect();
+    // About 1.3 s: the kernel's first SYN-ACK retransmit, then the deadline.
+    assert!(silent.closes_within(Duration::from_secs(8)), "still open");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= header_timeout,
+        "closed after {elapsed:?}, before the head deadline"
+    );
+    assert_eq!(srv.metric(|m| &m.connections_accepted), 1);
+}
