@@ -301,7 +301,7 @@ pub(super) fn run(setup: &Setup<'_>) -> Outcome {
         match handoff {
             Handoff::Close => break,
             // Back of the queue: the next worker serves it again.
-            Handoff::Requeue => conn.io.requeued(),
+            Handoff::Requeue => {}
             Handoff::Wait(deadline) => {
                 let (seq, after) =
                     wait::park(&handler.deferred, &mut conn, &ctx, &shutdown, deadline);
