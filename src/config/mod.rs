@@ -138,10 +138,10 @@ const DEFAULT_DRAIN_DELAY: Duration = Duration::ZERO;
 
 /// How long the kernel holds a connection that has sent nothing
 /// (`TCP_DEFER_ACCEPT`, Apache's default `AcceptFilter http data` on Linux).
-/// A client sends its request with the handshake's last packet, so the
+/// A client writes its request as soon as it is connected, so the
 /// connection reaches corral with it, and the worker reads it at once
-/// instead of waiting for it: on a connection a request, that saves a wake-up
-/// and a wait (BENCHMARKS.md). One second, the kernel's first SYN-ACK
+/// instead of waiting for it: with a connection per request, that saves a
+/// wake-up and a wait per request (BENCHMARKS.md). One second, the kernel's first SYN-ACK
 /// retransmit, so a silent connection still reaches corral, and its
 /// `header-timeout`, within a second of the client's connect; Apache's 30
 /// would keep silent clients off the descriptor count longer but stretch
