@@ -1,4 +1,4 @@
-//! The compute lane: a fixed set of threads, named `corral-compute`, that
+//! The compute lane: a bounded set of threads, named `corral-compute`, that
 //! run slow work away from the request workers, fed by a bounded FIFO queue.
 //!
 //! Each [`Cache`](super::Cache) owns one and runs its computations there, so
@@ -46,8 +46,9 @@
 //! once per thread: an unprivileged worker moved to `SCHED_IDLE` for a
 //! computation could not move back (sched(7): leaving it needs
 //! `CAP_SYS_NICE`, or an `RLIMIT_NICE` that allows nice 0, and that limit
-//! is 0 by default; the prototype ran as root). The cost is a fixed number of extra threads (idle ones
-//! sleep on a condvar), so the process's thread count stays bounded:
+//! is 0 by default; the prototype ran as root). The cost is extra threads, started as jobs
+//! need them up to a fixed number (idle ones sleep on a condvar), so the
+//! process's thread count stays bounded:
 //! request workers, plus each lane, plus a few fixed threads.
 //!
 //! # Locks
@@ -69,9 +70,10 @@ use crate::unwind::{lock, panic_message};
 /// Work for the lane: anything run once, on a lane thread.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
 
-/// A fixed set of threads running jobs from a bounded FIFO queue. The
-/// threads start on the first [`Lane::try_spawn`], and end once the lane is
-/// dropped and its queue has drained.
+/// Up to a fixed number of threads running jobs from a bounded FIFO queue.
+/// A thread starts when a job finds none idle, so a lane sized for a burst
+/// that never comes holds only the threads it has used; the threads end
+/// once the lane is dropped and its queue has drained.
 pub struct Lane {
     shared: Arc<Shared>,
 }
@@ -99,16 +101,19 @@ struct Shared {
 
 struct State {
     queue: VecDeque<Job>,
-    /// Threads started so far: 0 until the first job comes, fewer than
-    /// asked for only if the OS refused some.
+    /// Threads started so far: 0 until the first job comes, then one more
+    /// each time a job finds none idle, up to the number asked for.
     started: usize,
+    /// The OS refused a thread: the lane makes do with those it has (and
+    /// tries again only while it has none).
+    refused_thread: bool,
     /// Set when the [`Lane`] is dropped: threads exit once the queue is
     /// empty.
     closed: bool,
 }
 
 impl Lane {
-    /// A lane of `threads` threads (at least 1), with room for
+    /// A lane of up to `threads` threads (at least 1), with room for
     /// `max_queued` jobs waiting beyond those the threads are running.
     /// Starts no thread yet.
     pub fn new(threads: usize, max_queued: usize) -> Lane {
@@ -117,6 +122,7 @@ impl Lane {
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
                     started: 0,
+                    refused_thread: false,
                     closed: false,
                 }),
                 work: Condvar::new(),
@@ -164,14 +170,23 @@ impl Lane {
         let job: Job = Box::new(job);
         let shared = &self.shared;
         let mut state = lock(&shared.state);
-        if state.started == 0 {
-            self.start(&mut state);
+        let busy = shared.busy.load(Ordering::SeqCst);
+        // Idle threads take the queued jobs first; a job beyond them gets a
+        // thread of its own while the lane may start more.
+        let idle = state.started.saturating_sub(busy);
+        let may_start = state.started == 0 || !state.refused_thread;
+        if state.queue.len() >= idle && state.started < shared.threads && may_start {
+            self.start_one(&mut state);
         }
-        // Threads not running a job take the next ones at once, so only
-        // jobs beyond them wait, and those count against the bound.
-        let free = state
-            .started
-            .saturating_sub(shared.busy.load(Ordering::SeqCst));
+        // Threads not running a job, started or still to start, take the
+        // next ones at once, so only jobs beyond them wait, and those count
+        // against the bound.
+        let threads = if state.refused_thread {
+            state.started
+        } else {
+            shared.threads
+        };
+        let free = threads.saturating_sub(busy);
         if state.started == 0 || state.queue.len() >= shared.max_queued.saturating_add(free) {
             drop(state);
             shared.refused.fetch_add(1, Ordering::Relaxed);
@@ -184,27 +199,31 @@ impl Lane {
         Ok(())
     }
 
-    /// Starts the threads. A thread the OS refuses is logged and done
-    /// without; with none at all, every job is refused until a later call
-    /// starts some.
-    fn start(&self, state: &mut State) {
-        for _ in 0..self.shared.threads {
-            let shared = Arc::clone(&self.shared);
-            let spawned = thread::Builder::new()
-                .name(self.shared.name.into())
-                .spawn(move || work(&shared));
-            match spawned {
-                Ok(_) => state.started += 1,
-                Err(e) => {
-                    log::warn!(
-                        "cannot start a compute thread ({} of {} running): {e}",
-                        state.started,
-                        self.shared.threads
-                    );
-                    break;
-                }
+    /// Starts one more thread. One the OS refuses is logged, and the lane
+    /// makes do with the threads it has; with none at all, every job is
+    /// refused until a later call starts one.
+    fn start_one(&self, state: &mut State) {
+        let shared = Arc::clone(&self.shared);
+        let spawned = thread::Builder::new()
+            .name(self.shared.name.into())
+            .spawn(move || work(&shared));
+        match spawned {
+            Ok(_) => state.started += 1,
+            Err(e) => {
+                state.refused_thread = true;
+                log::warn!(
+                    "cannot start a {} thread ({} of {} running): {e}",
+                    self.shared.name,
+                    state.started,
+                    self.shared.threads
+                );
             }
         }
+    }
+
+    /// Threads started so far: those the lane has needed at once.
+    pub fn threads_started(&self) -> usize {
+        lock(&self.shared.state).started
     }
 
     /// Jobs running now.
@@ -227,7 +246,7 @@ impl Lane {
         self.shared.refused.load(Ordering::Relaxed)
     }
 
-    /// The number of threads asked for.
+    /// The most threads the lane runs.
     pub fn threads(&self) -> usize {
         self.shared.threads
     }

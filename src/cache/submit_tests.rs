@@ -116,6 +116,52 @@ fn lane_thread_survives_a_panicking_job() {
     wait_until("both counted", || lane.jobs_run() == 2);
 }
 
+/// Threads start as jobs need them: one job at a time runs on one thread,
+/// jobs at once get a thread each, up to the lane's size.
+#[test]
+fn lane_starts_a_thread_only_for_a_job_no_idle_one_takes() {
+    let lane = Lane::new(4, 8);
+    assert_eq!(lane.threads_started(), 0);
+    for i in 0..5 {
+        let (tx, rx) = mpsc::channel();
+        assert!(lane.try_spawn(move || tx.send(i).unwrap()).is_ok());
+        assert_eq!(rx.recv_timeout(HANG), Ok(i));
+        wait_until("the job counted", || {
+            lane.jobs_run() == i + 1 && lane.busy() == 0
+        });
+    }
+    assert_eq!(
+        lane.threads_started(),
+        1,
+        "one job at a time needs one thread"
+    );
+
+    // Six jobs held at once: four run, each on a thread of its own, two
+    // wait, and no fifth thread starts.
+    let (release, held) = mpsc::channel::<()>();
+    let held = Arc::new(std::sync::Mutex::new(held));
+    let (started_tx, started) = mpsc::channel();
+    for _ in 0..6 {
+        let (held, started_tx) = (held.clone(), started_tx.clone());
+        assert!(lane
+            .try_spawn(move || {
+                started_tx.send(()).unwrap();
+                held.lock().unwrap().recv_timeout(HANG).unwrap();
+            })
+            .is_ok());
+    }
+    for _ in 0..4 {
+        started.recv_timeout(HANG).unwrap();
+    }
+    wait_until("four running", || lane.busy() == 4);
+    assert_eq!((lane.threads_started(), lane.queued()), (4, 2));
+    for _ in 0..6 {
+        release.send(()).unwrap();
+    }
+    wait_until("all run", || lane.jobs_run() == 11);
+    assert_eq!(lane.threads_started(), 4);
+}
+
 #[test]
 fn lane_dropped_still_runs_what_it_queued() {
     let lane = Lane::new(1, 4);
