@@ -140,8 +140,14 @@ pub fn prometheus(s: &AdminState) -> String {
         (
             "corral_compute_threads",
             "gauge",
-            "Threads of the compute lane.",
+            "Threads the compute lane may run.",
             lane.threads() as u64,
+        ),
+        (
+            "corral_compute_threads_started",
+            "gauge",
+            "Compute-lane threads started so far: they start as computations need them.",
+            lane.threads_started() as u64,
         ),
         (
             "corral_compute_busy",
@@ -276,9 +282,10 @@ fn status_page(s: &AdminState) -> String {
         (
             "compute lane",
             format!(
-                "{} of {} threads busy, {} queued (at most {}), {} refused",
+                "{} of {} threads busy ({} started), {} queued (at most {}), {} refused",
                 s.cache.lane().busy(),
                 s.cache.lane().threads(),
+                s.cache.lane().threads_started(),
                 s.cache.lane().queued(),
                 s.cache.lane().max_queued(),
                 s.cache.lane().jobs_refused()
