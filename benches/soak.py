@@ -1007,8 +1007,8 @@ def soak(args, run, server):
     print(f"| RSS outside bursts and faults | {min(steady_rss):.0f} to {max(steady_rss):.0f} MiB"
           + (f", {100 * growth:+.1f} % first sixth to last" if growth is not None else "")
           + " |")
-    print(f"| descriptors, threads: baseline, after | {base['fds']}, {base['Threads']}; "
-          f"{final['fds']}, {final['Threads']} |")
+    print(f"| descriptors, threads: baseline, after | {base['fds']}, {base['Threads']} "
+          f"(compute threads still to start: {lane_room}); {final['fds']}, {final['Threads']} |")
     for text in burst_reports:
         print(f"| large-array burst | {text} |")
     for text in reports:
