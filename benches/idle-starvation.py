@@ -20,6 +20,8 @@ import time
 binary = sys.argv[1]
 workers = int(sys.argv[2]) if len(sys.argv) > 2 else 8
 p = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--admin-listen", "off", "--access-log", "off",
+                      # Silent clients must reach corral, not wait in the kernel.
+                      "--defer-accept", "0",
                       "--workers", str(workers)], stderr=subprocess.PIPE, text=True)
 port = None
 for line in p.stderr:

@@ -48,8 +48,8 @@ connections and cache bytes (samples.csv) and draws them (soak.svg) in
   - RSS during a burst went over README's memory formula ("Sizing
     MemoryMax="), or did not come back under its settled part after;
   - descriptors or threads did not come back to their baseline once the
-    clients stopped (threads: plus the compute threads not yet started at
-    the baseline, which start as computations need them);
+    clients stopped (threads other than the compute threads, which start
+    as computations need them and stay);
   - a fault was not logged, was logged more than once a second, or was
     not recovered from;
   - corral logged an error outside the faults.
@@ -833,11 +833,12 @@ def soak(args, run, server):
         time.sleep(0.1)
         base["fds"] = min(base["fds"], server.status()["fds"])
     # Compute threads start as computations need them, up to the lane's
-    # size: those not started yet may be by the end, and are no leak.
-    m = server.metrics()
-    lane_room = int(m["corral_compute_threads"] - m["corral_compute_threads_started"])
+    # size, and stay: the threads that must come back are the others.
+    def other_threads(st):
+        return st["Threads"] - int(server.metrics()["corral_compute_threads_started"])
+    base_other = other_threads(base)
     print(f"  baseline: {base['fds']} descriptors, {base['Threads']} threads "
-          f"(and up to {lane_room} compute threads still to start), "
+          f"({base_other} besides the compute threads), "
           f"RSS {base['VmRSS'] / MIB:.0f} MiB", flush=True)
     threading.Thread(target=sampler, args=(run, server, samples, phase), daemon=True).start()
 
@@ -943,8 +944,7 @@ def soak(args, run, server):
     while time.monotonic() < deadline:
         st, open_now = server.status(), server.connections()
         # At most: the sampler's own admin connection may come and go.
-        if (open_now == 0 and st["fds"] <= base["fds"]
-                and st["Threads"] <= base["Threads"] + lane_room):
+        if open_now == 0 and st["fds"] <= base["fds"] and other_threads(st) <= base_other:
             back = st
             break
         time.sleep(0.5)
@@ -953,7 +953,7 @@ def soak(args, run, server):
     final = server.status()
     if back is None:
         run.fail(f"after the clients stopped: {final['fds']} descriptors (baseline "
-                 f"{base['fds']}), {final['Threads']} threads (baseline {base['Threads']} + {lane_room}), "
+                 f"{base['fds']}), {other_threads(final)} threads besides the compute threads (baseline {base_other}), "
                  f"{server.connections()} connections")
 
     # RSS growth, outside bursts and faults and the 30 s after each.
@@ -1007,8 +1007,8 @@ def soak(args, run, server):
     print(f"| RSS outside bursts and faults | {min(steady_rss):.0f} to {max(steady_rss):.0f} MiB"
           + (f", {100 * growth:+.1f} % first sixth to last" if growth is not None else "")
           + " |")
-    print(f"| descriptors, threads: baseline, after | {base['fds']}, {base['Threads']} "
-          f"(compute threads still to start: {lane_room}); {final['fds']}, {final['Threads']} |")
+    print(f"| descriptors, threads besides the compute threads: baseline, after | "
+          f"{base['fds']}, {base_other}; {final['fds']}, {other_threads(final)} |")
     for text in burst_reports:
         print(f"| large-array burst | {text} |")
     for text in reports:

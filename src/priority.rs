@@ -46,11 +46,21 @@ pub enum Priority {
 }
 
 impl Priority {
-    /// Applies this priority to the calling thread.
+    /// Applies this priority to the calling thread: `Low` is ten nice
+    /// levels below where the thread is now.
     pub fn apply_to_this_thread(self) -> io::Result<()> {
+        self.apply_from(nice_now())
+    }
+
+    /// Applies this priority to the calling thread, `Low` counted from
+    /// `base`, the nice value of whoever set the work up: a lane thread
+    /// started by another thread inherits that thread's priority, which may
+    /// be lowered already, and must not be lowered twice. A thread already
+    /// lower stays where it is (raising it back needs privilege).
+    pub(crate) fn apply_from(self, base: i32) -> io::Result<()> {
         match self {
             Priority::Normal => Ok(()),
-            Priority::Low => os::lower_nice(10),
+            Priority::Low => os::nice_at_least(base.saturating_add(10)),
             Priority::Idle => os::sched_idle(),
         }
     }
@@ -79,9 +89,7 @@ impl fmt::Display for Priority {
     }
 }
 
-/// The calling thread's nice value, for tests that compare a thread's
-/// priority with the one it started from.
-#[cfg(all(test, target_os = "linux"))]
+/// The calling thread's nice value (0 where it cannot be read).
 pub(crate) fn nice_now() -> i32 {
     os::nice().unwrap_or(0)
 }
@@ -122,8 +130,13 @@ mod os {
         }
     }
 
-    pub(super) fn lower_nice(by: i32) -> io::Result<()> {
-        let wanted = nice()?.saturating_add(by).min(19);
+    /// Lowers the calling thread to nice `wanted` (at most 19), unless it
+    /// is that low already.
+    pub(super) fn nice_at_least(wanted: i32) -> io::Result<()> {
+        let wanted = wanted.min(19);
+        if nice()? >= wanted {
+            return Ok(());
+        }
         // SAFETY: plain integers in, no memory touched; `who = 0` names the
         // calling thread on Linux.
         if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, wanted) } == -1 {
@@ -154,7 +167,11 @@ mod os {
 mod os {
     use std::io;
 
-    pub(super) fn lower_nice(_by: i32) -> io::Result<()> {
+    pub(super) fn nice() -> io::Result<i32> {
+        Ok(0)
+    }
+
+    pub(super) fn nice_at_least(_wanted: i32) -> io::Result<()> {
         Ok(())
     }
 

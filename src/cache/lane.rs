@@ -63,9 +63,15 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::priority::Priority;
 use crate::unwind::{lock, panic_message};
+
+/// After the OS refuses a thread, the lane waits this long before asking
+/// again, so a process at its thread limit does not ask on every job (nor
+/// log each refusal).
+const SPAWN_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Work for the lane: anything run once, on a lane thread.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -88,6 +94,10 @@ struct Shared {
     max_queued: usize,
     /// The priority each thread takes when it starts.
     priority: Priority,
+    /// The nice value of the thread that made the lane, which `Low` is
+    /// counted from: a thread starts with the priority of the one that
+    /// submitted the job it starts for, maybe a lane thread lowered already.
+    base_nice: i32,
     /// The threads' name, as `ps -L` and `/proc` show it.
     name: &'static str,
     /// Jobs running now; changed only under `state`'s lock, so it agrees
@@ -104,9 +114,9 @@ struct State {
     /// Threads started so far: 0 until the first job comes, then one more
     /// each time a job finds none idle, up to the number asked for.
     started: usize,
-    /// The OS refused a thread: the lane makes do with those it has (and
-    /// tries again only while it has none).
-    refused_thread: bool,
+    /// When the OS last refused a thread: the lane makes do with those it
+    /// has, and tries again a second later (at once while it has none).
+    refused_at: Option<Instant>,
     /// Set when the [`Lane`] is dropped: threads exit once the queue is
     /// empty.
     closed: bool,
@@ -122,13 +132,14 @@ impl Lane {
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
                     started: 0,
-                    refused_thread: false,
+                    refused_at: None,
                     closed: false,
                 }),
                 work: Condvar::new(),
                 threads: threads.max(1),
                 max_queued,
                 priority: Priority::Normal,
+                base_nice: crate::priority::nice_now(),
                 name: "corral-compute",
                 busy: AtomicUsize::new(0),
                 queued: AtomicUsize::new(0),
@@ -141,7 +152,7 @@ impl Lane {
     /// The same lane, whose threads run at `priority` (see
     /// [`crate::priority`]): for CPU-bound jobs, which then yield the CPU
     /// to request workers whenever one has work. Takes effect only before
-    /// the first job, when the threads start.
+    /// the first job, when the first thread starts.
     pub fn with_priority(self, priority: Priority) -> Lane {
         self.configure(|shared| shared.priority = priority)
     }
@@ -174,14 +185,17 @@ impl Lane {
         // Idle threads take the queued jobs first; a job beyond them gets a
         // thread of its own while the lane may start more.
         let idle = state.started.saturating_sub(busy);
-        let may_start = state.started == 0 || !state.refused_thread;
+        let may_start = state.started == 0
+            || state
+                .refused_at
+                .is_none_or(|t| t.elapsed() >= SPAWN_RETRY_AFTER);
         if state.queue.len() >= idle && state.started < shared.threads && may_start {
             self.start_one(&mut state);
         }
         // Threads not running a job, started or still to start, take the
         // next ones at once, so only jobs beyond them wait, and those count
         // against the bound.
-        let threads = if state.refused_thread {
+        let threads = if state.refused_at.is_some() {
             state.started
         } else {
             shared.threads
@@ -208,9 +222,12 @@ impl Lane {
             .name(self.shared.name.into())
             .spawn(move || work(&shared));
         match spawned {
-            Ok(_) => state.started += 1,
+            Ok(_) => {
+                state.started += 1;
+                state.refused_at = None;
+            }
             Err(e) => {
-                state.refused_thread = true;
+                state.refused_at = Some(Instant::now());
                 log::warn!(
                     "cannot start a {} thread ({} of {} running): {e}",
                     self.shared.name,
@@ -280,7 +297,7 @@ impl fmt::Debug for Lane {
 /// A lane thread: runs jobs in queue order until the lane is dropped and
 /// the queue is empty. A job that panics is logged; the thread lives on.
 fn work(shared: &Shared) {
-    if let Err(e) = shared.priority.apply_to_this_thread() {
+    if let Err(e) = shared.priority.apply_from(shared.base_nice) {
         log::warn!(
             "cannot give a compute thread the {} priority: {e}",
             shared.priority

@@ -67,6 +67,38 @@ fn lane_threads_take_the_priority_they_are_given() {
     }
 }
 
+/// A thread started for a job that a lane thread submitted inherits that
+/// thread's lowered nice value; `Low` is counted from the lane's maker, so
+/// it is not lowered twice.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_low_lane_thread_started_by_another_is_not_lowered_twice() {
+    use crate::priority::{self, Priority};
+    let base = priority::nice_now();
+    let lane = Arc::new(Lane::new(2, 4).with_priority(Priority::Low));
+    let (tx, rx) = mpsc::channel();
+    let inner = lane.clone();
+    assert!(lane
+        .try_spawn(move || {
+            let (release, held) = mpsc::channel::<()>();
+            let tx2 = tx.clone();
+            // Submitted while this job holds the only thread: it starts the
+            // second, from this lowered one.
+            let queued = inner.try_spawn(move || {
+                tx2.send(priority::nice_now()).unwrap();
+                release.send(()).unwrap();
+            });
+            assert!(queued.is_ok());
+            held.recv_timeout(HANG).unwrap();
+            tx.send(priority::nice_now()).unwrap();
+        })
+        .is_ok());
+    let want = (base + 10).min(19);
+    assert_eq!(rx.recv_timeout(HANG), Ok(want), "the second thread");
+    assert_eq!(rx.recv_timeout(HANG), Ok(want), "the first thread");
+    assert_eq!(lane.threads_started(), 2);
+}
+
 #[test]
 fn lane_runs_in_order_refuses_past_its_bound_and_reports_gauges() {
     let lane = Lane::new(1, 2);

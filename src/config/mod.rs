@@ -182,8 +182,9 @@ pub struct Config {
     /// A worker waits this long on a quiet connection before parking it.
     pub park_timeout: Duration,
     /// The kernel holds a new connection until its first bytes arrive, for
-    /// at most this long (whole seconds, rounded up); zero hands every
-    /// connection over as soon as its handshake completes.
+    /// about this long at most: it counts in SYN-ACK retransmits, so the
+    /// time is rounded up to 1, 3, 7, 15, 31 or 63 s (then steps of 120 s);
+    /// zero hands every connection over as soon as its handshake completes.
     pub defer_accept: Duration,
     /// In-flight requests get this long to finish on shutdown.
     pub shutdown_timeout: Duration,

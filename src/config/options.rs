@@ -179,7 +179,7 @@ pub(super) static OPTIONS: &[OptSpec] = options![
     "park-timeout" DURATION limit park_timeout: timeout() => format_duration,
         "a worker waits this long on a quiet connection before parking it";
     "defer-accept" DURATION limit defer_accept: bounded_duration() => format_duration,
-        "the kernel holds a new connection until its first bytes arrive, at most this long (whole seconds; 0: off)";
+        "the kernel holds a new connection until its first bytes arrive, about this long at most (rounded up to 1, 3, 7, 15, 31 or 63 s; 0: off)";
     "shutdown-timeout" DURATION limit shutdown_timeout: timeout() => format_duration,
         "in-flight requests get this long to finish on shutdown";
     "max-head-bytes" SIZE limit max_head_bytes: size_in(MIN_HEAD_BYTES) => format_size,

@@ -42,10 +42,12 @@ pub struct TestServer {
 }
 
 /// The config every in-process test starts from: loopback, port 0, a small
-/// pool, short drain, no access log.
+/// pool, short drain, no access log, and no `--defer-accept`, so a silent
+/// client reaches corral at once (the tests of the option set it).
 pub fn test_config() -> Config {
     Config {
         listen: vec!["127.0.0.1:0".parse().unwrap()],
+        defer_accept: Duration::ZERO,
         workers: 4,
         queue: 64,
         max_connections: 1000,
