@@ -951,9 +951,10 @@ def soak(args, run, server):
     phase[0] = "done"
     time.sleep(args.sample + 1)
     final = server.status()
+    final_other = other_threads(final)
     if back is None:
         run.fail(f"after the clients stopped: {final['fds']} descriptors (baseline "
-                 f"{base['fds']}), {other_threads(final)} threads besides the compute threads (baseline {base_other}), "
+                 f"{base['fds']}), {final_other} threads besides the compute threads (baseline {base_other}), "
                  f"{server.connections()} connections")
 
     # RSS growth, outside bursts and faults and the 30 s after each.
@@ -1008,7 +1009,7 @@ def soak(args, run, server):
           + (f", {100 * growth:+.1f} % first sixth to last" if growth is not None else "")
           + " |")
     print(f"| descriptors, threads besides the compute threads: baseline, after | "
-          f"{base['fds']}, {base_other}; {final['fds']}, {other_threads(final)} |")
+          f"{base['fds']}, {base_other}; {final['fds']}, {final_other} |")
     for text in burst_reports:
         print(f"| large-array burst | {text} |")
     for text in reports:
