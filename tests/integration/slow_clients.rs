@@ -139,6 +139,19 @@ fn idle_silent_and_slow_connections_do_not_starve_the_pool() {
     }
 }
 
+/// Connects a silent client, then one that asks for `/healthz`, and
+/// returns how many connections corral had accepted once that was answered.
+/// The listener queues connections in the order their handshakes completed,
+/// and the acceptor takes all that are queued, so the silent one counts
+/// unless the kernel still holds it.
+fn accepted_by_the_answer(defer_accept: Duration) -> u64 {
+    let srv = start_app(|c| c.defer_accept = defer_accept);
+    let _silent = srv.connect();
+    let mut talker = srv.connect();
+    assert_eq!(talker.get("/healthz").status, 200);
+    srv.metric(|m| &m.connections_accepted)
+}
+
 /// A connection that has sent nothing stays with the kernel for
 /// `--defer-accept` (`TCP_DEFER_ACCEPT`): it costs no descriptor and no
 /// worker meanwhile, and the connections that speak are served past it.
@@ -146,24 +159,12 @@ fn idle_silent_and_slow_connections_do_not_starve_the_pool() {
 fn a_silent_connection_waits_in_the_kernel_for_defer_accept() {
     // Long enough that no loaded machine takes as long over the talker's
     // exchange; nothing waits for it.
-    let srv = start_app(|c| c.defer_accept = Duration::from_secs(30));
-    let _silent = srv.connect();
-    let mut talker = srv.connect();
-    assert_eq!(talker.get("/healthz").status, 200);
-    // The listener queues connections in the order their handshakes
-    // completed, and the acceptor takes all that are queued: without the
-    // option the silent one is counted before the talker is served (the
-    // next test), with it only the talker is.
-    assert_eq!(srv.metric(|m| &m.connections_accepted), 1);
+    assert_eq!(accepted_by_the_answer(Duration::from_secs(30)), 1);
 }
 
 #[test]
 fn without_defer_accept_a_silent_connection_is_accepted_at_once() {
-    let srv = start_app(|c| c.defer_accept = Duration::ZERO);
-    let _silent = srv.connect();
-    let mut talker = srv.connect();
-    assert_eq!(talker.get("/healthz").status, 200);
-    assert_eq!(srv.metric(|m| &m.connections_accepted), 2);
+    assert_eq!(accepted_by_the_answer(Duration::ZERO), 2);
 }
 
 /// The kernel lets a silent connection through once `--defer-accept` has
