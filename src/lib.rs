@@ -91,6 +91,8 @@ pub mod forwarded;
 pub mod conn;
 // Listeners, the worker pool, the parker and shutdown.
 pub mod server;
+// One worker per CPU serves the queue; the rest wait for a slot.
+mod slots;
 // poll and epoll: where idle and slow connections wait without a worker.
 pub mod poller;
 // Handlers, and the router that picks one by method and path.

@@ -47,13 +47,18 @@ counters! {
     connections_parked: Gauge,
     /// Connections waiting for a worker now.
     connections_queued: Gauge,
-    /// Of those, answered keep-alive connections gone round the queue once
-    /// before parking; they do not count against the queue limit.
+    /// Of those, answered keep-alive connections gone round the queue while
+    /// their next request has not come (up to 8 times before parking); they
+    /// do not count against the queue limit.
     connections_requeued: Gauge,
     /// Connections refused with 503 because the queue or the connection cap was full.
     connections_rejected: Counter,
     /// Workers serving a connection now.
     workers_busy: Gauge,
+    /// Times the queue made no progress for 10ms with every CPU's worker
+    /// busy (handlers that compute or block), and one more worker was let
+    /// in to serve it.
+    worker_stalls: Counter,
     /// Requests parked now, waiting for an answer that comes later (a
     /// value being computed, a compute permit).
     requests_waiting: Gauge,

@@ -227,6 +227,10 @@ pub trait Dispatch<T> {
     fn abandoned(&self, item: T);
     /// Called once per loop turn, at least every `tick`: a heartbeat.
     fn tick(&self) {}
+    /// A shorter `tick` for the next turn, if the owner wants one.
+    fn tick_within(&self) -> Option<Duration> {
+        None
+    }
 }
 
 impl<T: Parkable> Parker<T> {
@@ -431,6 +435,7 @@ impl<T: Parkable> Parker<T> {
                     .peek()
                     .map(|Reverse((d, _))| d.saturating_duration_since(now))
                     .map_or(tick, |d| d.min(tick))
+                    .min(dispatch.tick_within().unwrap_or(tick))
             };
             // SAFETY: `events` is a valid buffer of `events.len()` entries
             // that the kernel fills; the epoll descriptor is live.

@@ -8,11 +8,16 @@
 //! it back to the pool when it is readable again, or ends it at its
 //! deadline. Idle and slow clients therefore hold no worker.
 //!
+//! Queued connections are served by one worker per CPU at a time, each
+//! taking one after another; the other workers sleep until one of those
+//! waits on a client or is held up by a handler (see [`crate::slots`]).
+//!
 //! Under systemd (see [`crate::notify`]) the run also sends `READY=1` once
 //! serving, a `STATUS=` line every few seconds and `WATCHDOG=1` pings from a
 //! fourth thread while the acceptor, the parker and the pool show progress,
 //! then `STOPPING=1` and `EXTEND_TIMEOUT_USEC=` while draining.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -32,6 +37,7 @@ use crate::metrics::{GaugeGuard, Metrics};
 use crate::notify::{self, Component, Health, Notifier, PoolSamples};
 use crate::poller::{self, Dispatch, Interest, Parker, Token, Watch};
 use crate::router::Handler;
+use crate::slots::{Slots, STALL};
 
 /// The reply to a connection the server has no room for. Sent in one write
 /// on a fresh socket, whose send buffer is empty, so it cannot block.
@@ -125,6 +131,10 @@ struct Shared {
     metrics: Arc<Metrics>,
     access_log: Option<Arc<AccessLog>>,
     pool: ThreadPool,
+    /// Connections waiting for a worker, in order.
+    queue: Mutex<VecDeque<Client>>,
+    /// Which workers may serve the queue now.
+    slots: Slots,
     parker: Parker<Client>,
     health: Arc<Health>,
 }
@@ -293,6 +303,8 @@ impl Server {
                 .num_threads(config.workers)
                 .thread_name("corral-worker".into())
                 .build(),
+            queue: Mutex::new(VecDeque::new()),
+            slots: Slots::new(Slots::cpus(), config.workers),
             parker: Parker::new()?,
             health: health.clone(),
         });
@@ -300,7 +312,7 @@ impl Server {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("corral-parker".into())
-                .spawn(move || shared.parker.run(&ParkerEvents(&shared), tick))?
+                .spawn(move || shared.parker.run(&ParkerEvents::new(&shared), tick))?
         };
         log::info!(
             "corral {} listening on {}; {}",
@@ -313,6 +325,11 @@ impl Server {
                 .collect::<Vec<_>>()
                 .join(", "),
             config.limits_summary()
+        );
+        log::debug!(
+            "{} workers, {} of them serving connections at once (one per CPU)",
+            config.workers,
+            shared.slots.per_cpu()
         );
         let mut acceptor = Acceptor {
             shared: &shared,
@@ -436,7 +453,37 @@ fn supervise(
     }
 }
 
-struct ParkerEvents<'a>(&'a Arc<Shared>);
+struct ParkerEvents<'a>(&'a Arc<Shared>, std::cell::Cell<(u64, Instant)>);
+
+impl<'a> ParkerEvents<'a> {
+    fn new(shared: &'a Arc<Shared>) -> ParkerEvents<'a> {
+        ParkerEvents(shared, std::cell::Cell::new((0, Instant::now())))
+    }
+
+    /// Lets one more worker serve the queue if it has made no progress for
+    /// [`STALL`] while connections wait: every slot is held by a worker
+    /// that neither finishes nor waits on a client (a handler computing or
+    /// blocking).
+    fn unstick(&self) {
+        let s = self.0;
+        let now = Instant::now();
+        let picks = s.slots.picks();
+        let (seen, since) = self.1.get();
+        if picks != seen || crate::unwind::lock(&s.queue).is_empty() {
+            self.1.set((picks, now));
+        } else if now.saturating_duration_since(since) >= STALL {
+            self.1.set((picks, now));
+            if s.slots.take_extra() {
+                Metrics::inc(&s.metrics.worker_stalls);
+                log::debug!(
+                    "no queued connection served for {STALL:?}: one more worker serves the queue ({} slots held)",
+                    s.slots.held()
+                );
+                start_worker(s);
+            }
+        }
+    }
+}
 
 impl Dispatch<Client> for ParkerEvents<'_> {
     fn ready(&self, c: Client) {
@@ -484,6 +531,12 @@ impl Dispatch<Client> for ParkerEvents<'_> {
     fn tick(&self) {
         self.0.health.hold_if_wedged(Component::Parker);
         self.0.health.beat(Component::Parker);
+        self.unstick();
+    }
+
+    fn tick_within(&self) -> Option<Duration> {
+        // Look for a stall only while connections are queued.
+        (!crate::unwind::lock(&self.0.queue).is_empty()).then_some(STALL)
     }
 }
 
@@ -492,7 +545,17 @@ fn ctx<'a>(
     site: usize,
     others_waiting: &'a dyn Fn() -> bool,
 ) -> Ctx<'a, SystemClock> {
+    ctx_with(shared, site, others_waiting, &|| {})
+}
+
+fn ctx_with<'a>(
+    shared: &'a Shared,
+    site: usize,
+    others_waiting: &'a dyn Fn() -> bool,
+    before_wait: &'a dyn Fn(),
+) -> Ctx<'a, SystemClock> {
     Ctx {
+        before_wait,
         handler: shared.handlers[site].as_ref(),
         clock: &SystemClock,
         timeouts: shared.timeouts,
@@ -505,12 +568,65 @@ fn ctx<'a>(
     }
 }
 
-/// Hands a connection to the pool.
-fn submit(shared: &Arc<Shared>, mut c: Client) {
+/// Hands a connection to the pool: queues it, and starts a worker on the
+/// queue if a CPU has none.
+fn submit(shared: &Arc<Shared>, c: Client) {
     Metrics::inc(&shared.metrics.connections_queued);
     shared.health.job_queued();
+    crate::unwind::lock(&shared.queue).push_back(c);
+    if shared.slots.take() {
+        start_worker(shared);
+    }
+}
+
+/// Starts a worker on the queue, with the slot taken for it.
+fn start_worker(shared: &Arc<Shared>) {
     let s = shared.clone();
-    shared.pool.execute(move || {
+    shared.pool.execute(move || work(&s));
+}
+
+/// A worker: serves queued connections one after another while it holds
+/// its slot and there are any (see [`crate::slots`]).
+fn work(s: &Arc<Shared>) {
+    s.slots.enter();
+    loop {
+        let next = if s.slots.held_here() {
+            crate::unwind::lock(&s.queue).pop_front()
+        } else {
+            None
+        };
+        if let Some(c) = next {
+            s.slots.picked();
+            let started = Instant::now();
+            serve_job(s, c);
+            // Back from a job long enough for a stall to have let another
+            // worker in: give the extra slot back.
+            if started.elapsed() < STALL || !s.slots.over() {
+                continue;
+            }
+        }
+        // The queue is empty, or this worker gave its slot up to wait on a
+        // client, or one too many holds one. A connection queued just
+        // before the slot was given back found every slot held, so look
+        // again before leaving.
+        s.slots.release_here();
+        if crate::unwind::lock(&s.queue).is_empty() || !s.slots.take() {
+            return;
+        }
+        s.slots.enter();
+    }
+}
+
+/// Gives the calling worker's slot up before it waits on a client, and
+/// starts another worker if connections are queued.
+fn before_wait(s: &Arc<Shared>) {
+    if s.slots.release_here() && !crate::unwind::lock(&s.queue).is_empty() && s.slots.take() {
+        start_worker(s);
+    }
+}
+
+fn serve_job(s: &Arc<Shared>, mut c: Client) {
+    {
         s.health.job_started();
         let m = &s.metrics;
         Metrics::dec(&m.connections_queued);
@@ -519,18 +635,22 @@ fn submit(shared: &Arc<Shared>, mut c: Client) {
         }
         let _busy = GaugeGuard::new(s.metrics.clone(), |m| &m.workers_busy);
         let others_waiting = || m.connections_queued.load(Ordering::Relaxed) > 0;
+        let before_wait = || before_wait(s);
         // Its wait, if any, ends here: serve writes the answer or the 503.
         c.waiting = None;
-        match conn::serve(&mut c.conn, &ctx(&s, c.site, &others_waiting)) {
+        match conn::serve(
+            &mut c.conn,
+            &ctx_with(s, c.site, &others_waiting, &before_wait),
+        ) {
             Handoff::Close => {}
             Handoff::Wait(deadline) => {
                 c.waiting = Some(GaugeGuard::new(s.metrics.clone(), |m| &m.requests_waiting));
-                wait(&s, c, deadline);
+                wait(s, c, deadline);
             }
             Handoff::Requeue => {
                 c.requeued = true;
                 Metrics::inc(&m.connections_requeued);
-                submit(&s, c);
+                submit(s, c);
             }
             Handoff::Park(deadline) => {
                 // Counted before parking: the parker may hand it back (and
@@ -543,13 +663,13 @@ fn submit(shared: &Arc<Shared>, mut c: Client) {
                     Err((c, _)) => {
                         Metrics::dec(&s.metrics.connections_parked);
                         if in_flight(&c) && s.shutdown.load(Ordering::SeqCst) {
-                            submit(&s, c);
+                            submit(s, c);
                         }
                     }
                 }
             }
         }
-    });
+    }
 }
 
 /// Parks `c`, whose request waits for its answer, until the answer comes

@@ -9,9 +9,10 @@
 //! most `park_timeout` (and not at all while other work is queued); then
 //! [`serve`] returns [`Handoff::Park`] and the connection, partial request
 //! and all, waits in the parker without a thread. When other connections
-//! wait for a worker, a keep-alive connection that was just answered first
-//! goes once round the queue ([`Handoff::Requeue`]): under load its next
-//! request is there by its turn, and the parker is not involved. Deadlines:
+//! wait for a worker, a keep-alive connection that was just answered goes
+//! round the queue ([`Handoff::Requeue`]), up to [`MAX_TURNS`] times while
+//! its next request has not come: under load the request is there by one of
+//! its turns, and the parker is not involved. Deadlines:
 //!
 //! | phase | deadline | on expiry |
 //! |---|---|---|
@@ -178,6 +179,15 @@ impl Default for Timeouts {
     }
 }
 
+/// Times a connection just answered goes round the queue while other
+/// connections wait for a worker and its next request has not come, before
+/// it is parked. Each turn costs a read that finds nothing; parking costs
+/// an `epoll_ctl`, and two threads woken (the parker, then a worker) when
+/// the request comes. With 16 keep-alive connections on 8 workers, one turn
+/// parked a quarter of the requests; eight park one in a hundred and take
+/// a fifth off the CPU per request (BENCHMARKS.md); 32 did no better.
+pub const MAX_TURNS: u8 = 8;
+
 /// What the loop needs from the server around it.
 pub struct Ctx<'a, C: Clock> {
     /// Answers requests.
@@ -197,6 +207,10 @@ pub struct Ctx<'a, C: Clock> {
     pub draining: &'a AtomicBool,
     /// Whether other connections wait for a worker; if so, never linger.
     pub others_waiting: &'a dyn Fn() -> bool,
+    /// Called before the loop waits on its client, for bytes to read or
+    /// room to write: the server lets another worker have this one's CPU
+    /// meanwhile.
+    pub before_wait: &'a dyn Fn(),
     /// Where access lines go, if anywhere.
     pub access_log: Option<&'a AccessLog>,
     /// Counters.
@@ -228,9 +242,10 @@ pub struct Connection<T> {
     /// The last time bytes moved, for idle and body deadlines.
     last_progress: Instant,
     served: u64,
-    /// Whether it went round the queue since its last request; a second
-    /// time it is parked instead, so a quiet connection cannot cycle.
-    requeued: bool,
+    /// How many times it went round the queue since its last request; at
+    /// [`MAX_TURNS`] it is parked instead, so a quiet connection cannot
+    /// cycle.
+    requeued: u8,
     /// The request whose answer comes later, while it waits.
     waiting: Option<Waiting>,
     /// The fronts to believe about the client, if the peer is one of them.
@@ -263,7 +278,7 @@ impl<T> Connection<T> {
             body_started: None,
             last_progress: now,
             served: 0,
-            requeued: false,
+            requeued: 0,
             waiting: None,
             front: None,
             _open: None,
@@ -356,7 +371,8 @@ pub enum Handoff {
     Park(Instant),
     /// A response went out while other connections wait for a worker: put
     /// it at the back of the queue. By its turn the client has usually sent
-    /// its next request, which then costs no trip through the parker.
+    /// its next request, which then costs no trip through the parker; if
+    /// not, it goes round again, up to [`MAX_TURNS`] times.
     Requeue,
     /// A request waits for a later answer ([`Response::later`](crate::Response::later)): park it,
     /// watching only for the client hanging up, until the answer comes
@@ -394,7 +410,7 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                     let now = ctx.clock.now();
                     if write_all(
                         &mut c.io,
-                        ctx.clock,
+                        ctx,
                         &mut [IoSlice::new(CONTINUE)],
                         ctx.timeouts.write,
                     )
@@ -431,7 +447,7 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                 }
                 linger = ctx.timeouts.park;
                 wait_first = true;
-                c.requeued = false;
+                c.requeued = 0;
                 continue;
             }
             Event::Error(e) => {
@@ -476,8 +492,8 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
             }
         }
         let others_waiting = wait_first && (ctx.others_waiting)();
-        if others_waiting && !c.requeued && c.http.phase() == Phase::Idle {
-            c.requeued = true;
+        if others_waiting && c.requeued == 0 && c.http.phase() == Phase::Idle {
+            c.requeued = 1;
             return Handoff::Requeue;
         }
         let result = if wait_first && !others_waiting {
@@ -510,9 +526,18 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                     linger.min(deadline - now)
                 };
                 if !draining && (wait.is_zero() || (ctx.others_waiting)()) {
+                    // Come round the queue and found nothing yet: round
+                    // again while others wait, rather than through the
+                    // parker (see MAX_TURNS).
+                    let turn = (1..MAX_TURNS).contains(&c.requeued);
+                    if turn && c.http.phase() == Phase::Idle && c.http.buffered() == 0 {
+                        c.requeued += 1;
+                        return Handoff::Requeue;
+                    }
                     c.http.shrink_idle();
                     return Handoff::Park(deadline);
                 }
+                (ctx.before_wait)();
                 match c.io.wait(Interest::Read, wait) {
                     // Nothing came while waiting, and no read has been
                     // tried: park, and the parker's epoll settles it.
@@ -582,7 +607,7 @@ fn send_error<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>, e
     ctx.metrics.count_status(resp.status());
     let _ = write_all(
         &mut c.io,
-        ctx.clock,
+        ctx,
         &mut [IoSlice::new(&head), IoSlice::new(body)],
         ctx.timeouts.write,
     );

@@ -174,7 +174,7 @@ fn send<T: Transport, C: Clock>(
     let sent = match (outcome.framing, &body) {
         (BodyFraming::None, _) => write_all(
             &mut c.io,
-            ctx.clock,
+            ctx,
             &mut [IoSlice::new(&head)],
             ctx.timeouts.write,
         )
@@ -186,7 +186,7 @@ fn send<T: Transport, C: Clock>(
             let chunked = outcome.framing == BodyFraming::Chunked;
             write_all(
                 &mut c.io,
-                ctx.clock,
+                ctx,
                 &mut [IoSlice::new(&head)],
                 ctx.timeouts.write,
             )
@@ -196,7 +196,7 @@ fn send<T: Transport, C: Clock>(
             let bytes = body.as_slice().unwrap_or_default();
             write_all(
                 &mut c.io,
-                ctx.clock,
+                ctx,
                 &mut [IoSlice::new(&head), IoSlice::new(bytes)],
                 ctx.timeouts.write,
             )
@@ -272,12 +272,7 @@ fn stream_body<T: Transport, C: Clock>(
         };
         if n == 0 {
             if chunked {
-                write_all(
-                    io,
-                    ctx.clock,
-                    &mut [IoSlice::new(LAST_CHUNK)],
-                    ctx.timeouts.write,
-                )?;
+                write_all(io, ctx, &mut [IoSlice::new(LAST_CHUNK)], ctx.timeouts.write)?;
             }
             return Ok(total);
         }
@@ -287,7 +282,7 @@ fn stream_body<T: Transport, C: Clock>(
             chunk_header(n, &mut size);
             write_all(
                 io,
-                ctx.clock,
+                ctx,
                 &mut [
                     IoSlice::new(&size),
                     IoSlice::new(&buf[..n]),
@@ -296,12 +291,7 @@ fn stream_body<T: Transport, C: Clock>(
                 ctx.timeouts.write,
             )?;
         } else {
-            write_all(
-                io,
-                ctx.clock,
-                &mut [IoSlice::new(&buf[..n])],
-                ctx.timeouts.write,
-            )?;
+            write_all(io, ctx, &mut [IoSlice::new(&buf[..n])], ctx.timeouts.write)?;
         }
     }
 }
@@ -312,10 +302,11 @@ fn stream_body<T: Transport, C: Clock>(
 /// client that stops reading is dropped after `timeout`.
 pub fn write_all<T: Transport, C: Clock>(
     io: &mut T,
-    clock: &C,
+    ctx: &Ctx<'_, C>,
     mut bufs: &mut [IoSlice<'_>],
     timeout: Duration,
 ) -> io::Result<()> {
+    let clock = ctx.clock;
     IoSlice::advance_slices(&mut bufs, 0);
     let mut deadline = clock.now() + timeout;
     while !bufs.is_empty() {
@@ -331,6 +322,7 @@ pub fn write_all<T: Transport, C: Clock>(
                 if now >= deadline {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
+                (ctx.before_wait)();
                 let writable = io.wait(Interest::Write, deadline - now)?;
                 if !writable && clock.now() >= deadline {
                     return Err(io::ErrorKind::TimedOut.into());

@@ -271,6 +271,7 @@ pub(super) fn run(setup: &Setup<'_>) -> Outcome {
         // listeners; here both begin together.
         draining: &shutdown,
         others_waiting: &waiting,
+        before_wait: &|| {},
         access_log: None,
         metrics: &metrics,
         max_waiting: rules.max_waiting,
@@ -301,7 +302,7 @@ pub(super) fn run(setup: &Setup<'_>) -> Outcome {
         match handoff {
             Handoff::Close => break,
             // Back of the queue: the next worker serves it again.
-            Handoff::Requeue => {}
+            Handoff::Requeue => conn.io.requeued(),
             Handoff::Wait(deadline) => {
                 let (seq, after) =
                     wait::park(&handler.deferred, &mut conn, &ctx, &shutdown, deadline);
@@ -323,6 +324,7 @@ pub(super) fn run(setup: &Setup<'_>) -> Outcome {
                         let parker_waiting = || true;
                         let mut parker = Ctx {
                             others_waiting: &parker_waiting,
+                            before_wait: &|| {},
                             ..ctx
                         };
                         parker.timeouts.write = Duration::from_millis(1);

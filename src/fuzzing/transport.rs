@@ -100,6 +100,8 @@ pub(super) struct Script<'a> {
     budget: usize,
     /// Calls in a row that changed nothing.
     stalls: usize,
+    /// Trips round the queue in a row with nothing read.
+    idle_turns: usize,
     pub(super) closed: bool,
     /// The last write would block or failed, so the writer may have given
     /// up: the last response may be cut short. (A writer that goes on
@@ -134,6 +136,7 @@ impl<'a> Script<'a> {
             calls: 0,
             budget,
             stalls: 0,
+            idle_turns: 0,
             closed: false,
             write_failed: false,
         }
@@ -150,6 +153,24 @@ impl<'a> Script<'a> {
             self.calls,
             self.budget
         );
+    }
+
+    /// The connection went round the queue, where other connections are
+    /// served meanwhile, so the calls before are not a spin; but one that
+    /// finds nothing on every turn must be parked within
+    /// [`MAX_TURNS`](crate::conn::MAX_TURNS) turns.
+    pub(super) fn requeued(&mut self) {
+        if self.stalls == 0 {
+            self.idle_turns = 0;
+        } else {
+            self.idle_turns += 1;
+            assert!(
+                self.idle_turns < usize::from(crate::conn::MAX_TURNS),
+                "goes round the queue {} times in a row finding nothing",
+                self.idle_turns
+            );
+        }
+        self.stalls = 0;
     }
 
     /// Notes whether a call made progress: the progress rule, seen from the

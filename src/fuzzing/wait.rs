@@ -345,6 +345,7 @@ pub(super) fn park(
             let parker_waiting = || true;
             let mut parker = Ctx {
                 others_waiting: &parker_waiting,
+                before_wait: &|| {},
                 ..*ctx
             };
             parker.timeouts.write = Duration::from_millis(1);

@@ -26,6 +26,7 @@ mod protocol_errors;
 mod proxy;
 mod proxy_cache;
 mod shutdown;
+mod slots;
 mod slow_body;
 mod slow_clients;
 mod strictness;

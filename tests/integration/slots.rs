@@ -1,0 +1,128 @@
+//! One worker per CPU serves the queue (`src/slots.rs`): a worker that waits
+//! on a client gives its CPU up to another, and a handler that holds every
+//! CPU's worker does not hold up the requests queued behind it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use corral::{Request, Response};
+
+use crate::support::{start, wait_until, Client};
+
+/// The CPUs the server counts its slots by: the same call, in-process.
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A gate handlers wait at until the test opens it, or at most `GATE_MAX`.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+    inside: AtomicUsize,
+}
+
+/// Longer than the client's read timeout, so a request stuck behind the
+/// gate fails the test instead of being answered when the gate gives up.
+const GATE_MAX: Duration = Duration::from_secs(20);
+
+impl Gate {
+    fn pass(&self) {
+        self.inside.fetch_add(1, Ordering::SeqCst);
+        let open = self.open.lock().unwrap();
+        let _ = self
+            .opened
+            .wait_timeout_while(open, GATE_MAX, |open| !*open)
+            .unwrap();
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+#[test]
+fn handlers_that_block_every_cpu_do_not_hold_up_the_queue() {
+    let n = cpus();
+    let gate = Arc::new(Gate::default());
+    let handler = {
+        let gate = gate.clone();
+        move |req: &mut Request| {
+            if req.path() == "/block" {
+                gate.pass();
+            }
+            Response::text(200, "done\n")
+        }
+    };
+    let srv = start(|c| c.workers = n + 2, handler);
+
+    let mut blocked: Vec<Client> = (0..n).map(|_| srv.connect()).collect();
+    for c in &mut blocked {
+        c.send("GET /block HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || gate
+            .inside
+            .load(Ordering::SeqCst)
+            == n),
+        "every CPU's worker should be in the handler"
+    );
+
+    // Queued behind workers that neither finish nor wait on a client: the
+    // parker lets one more worker in after a stall.
+    let mut fresh = srv.connect();
+    assert_eq!(fresh.get("/fast").status, 200);
+    assert!(srv.metric(|m| &m.worker_stalls) >= 1);
+    assert_eq!(
+        gate.inside.load(Ordering::SeqCst),
+        n,
+        "the gate is still shut"
+    );
+
+    gate.open();
+    for c in &mut blocked {
+        assert_eq!(c.response().status, 200);
+    }
+    // The extra workers give their slots back: the server still answers.
+    assert_eq!(fresh.get("/fast").status, 200);
+}
+
+#[test]
+fn a_client_that_stops_reading_gives_its_cpu_up() {
+    const BIG: usize = 16 << 20;
+    let n = cpus();
+    let big = Arc::new(vec![b'x'; BIG]);
+    let handler = move |req: &mut Request| {
+        if req.path() == "/big" {
+            Response::text(200, big.to_vec())
+        } else {
+            Response::text(200, "fast\n")
+        }
+    };
+    let srv = start(|c| c.workers = n + 4, handler);
+
+    // More clients than CPUs ask for more than their socket buffers hold,
+    // and read none of it: each worker writing to one waits for room.
+    let readers = n + 1;
+    let mut stalled: Vec<Client> = (0..readers).map(|_| srv.connect()).collect();
+    for c in &mut stalled {
+        c.send("GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || srv.metric(|m| &m.workers_busy)
+            == readers as u64),
+        "a worker should be writing to each client"
+    );
+
+    let mut fresh = srv.connect();
+    assert_eq!(fresh.get("/fast").body, b"fast\n");
+    // Had the writers kept their CPUs, the last reader and the fresh request
+    // would each have waited for a stall to let a worker in. A waiting
+    // worker gives its CPU up at once, so at most a scheduling hiccup on a
+    // loaded machine counts as one.
+    let stalls = srv.metric(|m| &m.worker_stalls);
+    assert!(stalls < 2, "{stalls} stalls");
+    drop(stalled);
+}
