@@ -589,6 +589,7 @@ fn start_worker(shared: &Arc<Shared>) {
 /// its slot and there are any (see [`crate::slots`]).
 fn work(s: &Arc<Shared>) {
     s.slots.enter();
+    let _unwinding = OnUnwind(s);
     loop {
         let next = if s.slots.held_here() {
             crate::unwind::lock(&s.queue).pop_front()
@@ -614,6 +615,19 @@ fn work(s: &Arc<Shared>) {
             return;
         }
         s.slots.enter();
+    }
+}
+
+/// Gives a worker's slot back if a panic ends its job (the pool replaces
+/// the thread): a slot lost for good would leave a CPU unserved, and with
+/// one CPU the whole queue.
+struct OnUnwind<'a>(&'a Arc<Shared>);
+
+impl Drop for OnUnwind<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            before_wait(self.0);
+        }
     }
 }
 

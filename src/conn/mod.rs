@@ -404,7 +404,7 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
                 let wanted = !ctx.shutdown.load(Ordering::Relaxed)
                     && c.http
                         .pending_head()
-                        .is_some_and(|h| ctx.handler.wants_body(&h.method, h.path()));
+                        .is_some_and(|h| wants_body(ctx, &h.method, h.path()));
                 if wanted {
                     c.http.accept_body();
                     let now = ctx.clock.now();
@@ -555,6 +555,23 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
             Err(_) => return Handoff::Close,
         }
     }
+}
+
+/// Asks the handler whether it wants the body of a request that expects
+/// `100 Continue`. It is user code: one that panics counts as a handler
+/// panic and wants no body, and the handler's answer still goes out.
+fn wants_body<C: Clock>(ctx: &Ctx<'_, C>, method: &str, path: &str) -> bool {
+    let asked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ctx.handler.wants_body(method, path)
+    }));
+    asked.unwrap_or_else(|payload| {
+        Metrics::inc(&ctx.metrics.handler_panics);
+        log::error!(
+            "handler panicked deciding whether it wants the body of {method} {path}: {}",
+            crate::unwind::panic_message(payload.as_ref())
+        );
+        false
+    })
 }
 
 impl<T> Connection<T> {

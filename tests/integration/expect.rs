@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use crate::support::start_app;
+use corral::router::Handler;
+use corral::{Request, Response};
+
+use crate::support::{start, start_app};
 
 #[test]
 fn continue_comes_before_the_body() {
@@ -54,4 +57,33 @@ fn other_expectation_gets_417() {
     assert_eq!(r.status, 417, "{r:?}");
     assert!(r.says_close());
     assert!(c.closes_within(Duration::from_secs(5)));
+}
+
+/// A handler whose `wants_body` panics.
+struct PanicsOnExpect;
+
+impl Handler for PanicsOnExpect {
+    fn handle(&self, req: &mut Request) -> Response {
+        Response::text(200, format!("handled {}\n", req.path()))
+    }
+
+    fn wants_body(&self, _method: &str, _path: &str) -> bool {
+        panic!("deliberate panic in a test's wants_body");
+    }
+}
+
+#[test]
+fn a_panic_deciding_on_the_body_still_gets_an_answer_and_the_workers_live_on() {
+    let srv = start(|c| c.workers = 1, PanicsOnExpect);
+    // One worker: had the panic escaped the connection loop, the request
+    // would have gone unanswered, and its worker's slot with it.
+    for _ in 0..2 {
+        let mut c = srv.connect();
+        c.send("POST /up HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n");
+        let r = c.response();
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.says_close(), "the body was not read: {r:?}");
+    }
+    assert_eq!(srv.metric(|m| &m.handler_panics), 2);
+    assert_eq!(srv.connect().get("/after").text(), "handled /after\n");
 }
