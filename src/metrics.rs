@@ -56,8 +56,8 @@ counters! {
     /// Workers serving a connection now.
     workers_busy: Gauge,
     /// Times the queue made no progress for 10ms with every CPU's worker
-    /// busy (handlers that compute or block), and one more worker was let
-    /// in to serve it.
+    /// busy (handlers that compute or block), and other workers took their
+    /// CPUs to serve it.
     worker_stalls: Counter,
     /// Requests parked now, waiting for an answer that comes later (a
     /// value being computed, a compute permit).

@@ -428,6 +428,8 @@ impl<T: Parkable> Parker<T> {
                 }
             }
             let now = Instant::now();
+            // Asked before the table lock: the owner's code takes its own.
+            let wanted = dispatch.tick_within().unwrap_or(tick);
             let timeout = {
                 let table = self.lock();
                 table
@@ -435,7 +437,7 @@ impl<T: Parkable> Parker<T> {
                     .peek()
                     .map(|Reverse((d, _))| d.saturating_duration_since(now))
                     .map_or(tick, |d| d.min(tick))
-                    .min(dispatch.tick_within().unwrap_or(tick))
+                    .min(wanted)
             };
             // SAFETY: `events` is a valid buffer of `events.len()` entries
             // that the kernel fills; the epoll descriptor is live.

@@ -37,7 +37,7 @@ use crate::metrics::{GaugeGuard, Metrics};
 use crate::notify::{self, Component, Health, Notifier, PoolSamples};
 use crate::poller::{self, Dispatch, Interest, Parker, Token, Watch};
 use crate::router::Handler;
-use crate::slots::{Slots, STALL};
+use crate::slots::{Slots, Ticket, STALL};
 
 /// The reply to a connection the server has no room for. Sent in one write
 /// on a fresh socket, whose send buffer is empty, so it cannot block.
@@ -453,34 +453,49 @@ fn supervise(
     }
 }
 
-struct ParkerEvents<'a>(&'a Arc<Shared>, std::cell::Cell<(u64, Instant)>);
+/// The parker's calls into the server; the cell is the stall watch: the
+/// picks last seen, and since when the queue has had connections without
+/// them changing.
+struct ParkerEvents<'a>(&'a Arc<Shared>, std::cell::Cell<(u64, Option<Instant>)>);
 
 impl<'a> ParkerEvents<'a> {
     fn new(shared: &'a Arc<Shared>) -> ParkerEvents<'a> {
-        ParkerEvents(shared, std::cell::Cell::new((0, Instant::now())))
+        ParkerEvents(shared, std::cell::Cell::new((0, None)))
     }
 
-    /// Lets one more worker serve the queue if it has made no progress for
-    /// [`STALL`] while connections wait: every slot is held by a worker
-    /// that neither finishes nor waits on a client (a handler computing or
-    /// blocking).
+    /// Demotes the workers holding the slots if the queue has made no
+    /// progress for [`STALL`] since this thread first saw connections in
+    /// it: each holder neither finishes nor waits on a client (a handler
+    /// computing or blocking), so other workers serve the queue.
     fn unstick(&self) {
         let s = self.0;
         let now = Instant::now();
         let picks = s.slots.picks();
-        let (seen, since) = self.1.get();
-        if picks != seen || crate::unwind::lock(&s.queue).is_empty() {
-            self.1.set((picks, now));
-        } else if now.saturating_duration_since(since) >= STALL {
-            self.1.set((picks, now));
-            if s.slots.take_extra() {
-                Metrics::inc(&s.metrics.worker_stalls);
-                log::debug!(
-                    "no queued connection served for {STALL:?}: one more worker serves the queue ({} slots held)",
-                    s.slots.held()
-                );
-                start_worker(s);
+        let queued = crate::unwind::lock(&s.queue).len();
+        match self.1.get() {
+            _ if queued == 0 => self.1.set((picks, None)),
+            (seen, Some(since)) if seen == picks => {
+                // A new worker could not start anyway while every pool
+                // thread is busy: the pool is exhausted, not stalled.
+                let spare =
+                    s.pool.queued_count() == 0 && s.pool.active_count() < s.pool.max_count();
+                if now.saturating_duration_since(since) >= STALL && spare {
+                    self.1.set((picks, Some(now)));
+                    s.slots.demote_all();
+                    Metrics::inc(&s.metrics.worker_stalls);
+                    log::debug!(
+                        "no queued connection served for {STALL:?}: its workers are demoted, others serve the {queued} queued"
+                    );
+                    for _ in 0..queued {
+                        match s.slots.take() {
+                            Some(ticket) => start_worker(s, ticket),
+                            None => break,
+                        }
+                    }
+                }
             }
+            // Progress, or the first sight of a queue: the clock starts.
+            _ => self.1.set((picks, Some(now))),
         }
     }
 }
@@ -535,8 +550,8 @@ impl Dispatch<Client> for ParkerEvents<'_> {
     }
 
     fn tick_within(&self) -> Option<Duration> {
-        // Look for a stall only while connections are queued.
-        (!crate::unwind::lock(&self.0.queue).is_empty()).then_some(STALL)
+        // The queue can stall only while every slot is held: look then.
+        self.0.slots.all_held().then_some(STALL)
     }
 }
 
@@ -574,21 +589,21 @@ fn submit(shared: &Arc<Shared>, c: Client) {
     Metrics::inc(&shared.metrics.connections_queued);
     shared.health.job_queued();
     crate::unwind::lock(&shared.queue).push_back(c);
-    if shared.slots.take() {
-        start_worker(shared);
+    if let Some(ticket) = shared.slots.take() {
+        start_worker(shared, ticket);
     }
 }
 
 /// Starts a worker on the queue, with the slot taken for it.
-fn start_worker(shared: &Arc<Shared>) {
+fn start_worker(shared: &Arc<Shared>, ticket: Ticket) {
     let s = shared.clone();
-    shared.pool.execute(move || work(&s));
+    shared.pool.execute(move || work(&s, ticket));
 }
 
 /// A worker: serves queued connections one after another while it holds
 /// its slot and there are any (see [`crate::slots`]).
-fn work(s: &Arc<Shared>) {
-    s.slots.enter();
+fn work(s: &Arc<Shared>, ticket: Ticket) {
+    s.slots.enter(ticket);
     let _unwinding = OnUnwind(s);
     loop {
         let next = if s.slots.held_here() {
@@ -598,23 +613,21 @@ fn work(s: &Arc<Shared>) {
         };
         if let Some(c) = next {
             s.slots.picked();
-            let started = Instant::now();
             serve_job(s, c);
-            // Back from a job long enough for a stall to have let another
-            // worker in: give the extra slot back.
-            if started.elapsed() < STALL || !s.slots.over() {
-                continue;
-            }
+            continue;
         }
         // The queue is empty, or this worker gave its slot up to wait on a
-        // client, or one too many holds one. A connection queued just
-        // before the slot was given back found every slot held, so look
-        // again before leaving.
+        // client, or it was demoted while held up. A connection queued
+        // just before the slot was given back found every slot held, so
+        // look again before leaving.
         s.slots.release_here();
-        if crate::unwind::lock(&s.queue).is_empty() || !s.slots.take() {
+        if crate::unwind::lock(&s.queue).is_empty() {
             return;
         }
-        s.slots.enter();
+        match s.slots.take() {
+            Some(ticket) => s.slots.enter(ticket),
+            None => return,
+        }
     }
 }
 
@@ -634,8 +647,10 @@ impl Drop for OnUnwind<'_> {
 /// Gives the calling worker's slot up before it waits on a client, and
 /// starts another worker if connections are queued.
 fn before_wait(s: &Arc<Shared>) {
-    if s.slots.release_here() && !crate::unwind::lock(&s.queue).is_empty() && s.slots.take() {
-        start_worker(s);
+    if s.slots.release_here() && !crate::unwind::lock(&s.queue).is_empty() {
+        if let Some(ticket) = s.slots.take() {
+            start_worker(s, ticket);
+        }
     }
 }
 
