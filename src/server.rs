@@ -654,46 +654,46 @@ fn before_wait(s: &Arc<Shared>) {
     }
 }
 
+/// Serves one queued connection, then hands it on: to the parker, back to
+/// the queue, or to the drop.
 fn serve_job(s: &Arc<Shared>, mut c: Client) {
-    {
-        s.health.job_started();
-        let m = &s.metrics;
-        Metrics::dec(&m.connections_queued);
-        if std::mem::take(&mut c.requeued) {
-            Metrics::dec(&m.connections_requeued);
+    s.health.job_started();
+    let m = &s.metrics;
+    Metrics::dec(&m.connections_queued);
+    if std::mem::take(&mut c.requeued) {
+        Metrics::dec(&m.connections_requeued);
+    }
+    let _busy = GaugeGuard::new(s.metrics.clone(), |m| &m.workers_busy);
+    let others_waiting = || m.connections_queued.load(Ordering::Relaxed) > 0;
+    let before_wait = || before_wait(s);
+    // Its wait, if any, ends here: serve writes the answer or the 503.
+    c.waiting = None;
+    match conn::serve(
+        &mut c.conn,
+        &ctx_with(s, c.site, &others_waiting, &before_wait),
+    ) {
+        Handoff::Close => {}
+        Handoff::Wait(deadline) => {
+            c.waiting = Some(GaugeGuard::new(s.metrics.clone(), |m| &m.requests_waiting));
+            wait(s, c, deadline);
         }
-        let _busy = GaugeGuard::new(s.metrics.clone(), |m| &m.workers_busy);
-        let others_waiting = || m.connections_queued.load(Ordering::Relaxed) > 0;
-        let before_wait = || before_wait(s);
-        // Its wait, if any, ends here: serve writes the answer or the 503.
-        c.waiting = None;
-        match conn::serve(
-            &mut c.conn,
-            &ctx_with(s, c.site, &others_waiting, &before_wait),
-        ) {
-            Handoff::Close => {}
-            Handoff::Wait(deadline) => {
-                c.waiting = Some(GaugeGuard::new(s.metrics.clone(), |m| &m.requests_waiting));
-                wait(s, c, deadline);
-            }
-            Handoff::Requeue => {
-                c.requeued = true;
-                Metrics::inc(&m.connections_requeued);
-                submit(s, c);
-            }
-            Handoff::Park(deadline) => {
-                // Counted before parking: the parker may hand it back (and
-                // count it out) before `park` even returns.
-                Metrics::inc(&s.metrics.connections_parked);
-                match s.parker.park(c, deadline, Watch::Readable) {
-                    Ok(_) => {}
-                    // Shutdown began after `serve` chose to park: the parker
-                    // is stopping, so finish the request on a worker instead.
-                    Err((c, _)) => {
-                        Metrics::dec(&s.metrics.connections_parked);
-                        if in_flight(&c) && s.shutdown.load(Ordering::SeqCst) {
-                            submit(s, c);
-                        }
+        Handoff::Requeue => {
+            c.requeued = true;
+            Metrics::inc(&m.connections_requeued);
+            submit(s, c);
+        }
+        Handoff::Park(deadline) => {
+            // Counted before parking: the parker may hand it back (and
+            // count it out) before `park` even returns.
+            Metrics::inc(&s.metrics.connections_parked);
+            match s.parker.park(c, deadline, Watch::Readable) {
+                Ok(_) => {}
+                // Shutdown began after `serve` chose to park: the parker
+                // is stopping, so finish the request on a worker instead.
+                Err((c, _)) => {
+                    Metrics::dec(&s.metrics.connections_parked);
+                    if in_flight(&c) && s.shutdown.load(Ordering::SeqCst) {
+                        submit(s, c);
                     }
                 }
             }
