@@ -101,11 +101,12 @@ fn a_client_that_stops_reading_gives_its_cpu_up() {
             Response::text(200, "fast\n")
         }
     };
-    let srv = start(|c| c.workers = n + 4, handler);
+    let srv = start(|c| c.workers = 2 * n + 4, handler);
 
-    // More clients than CPUs ask for more than their socket buffers hold,
-    // and read none of it: each worker writing to one waits for room.
-    let readers = n + 1;
+    // More than twice as many clients as CPUs ask for more than their
+    // socket buffers hold, and read none of it: each worker writing to one
+    // waits for room.
+    let readers = 2 * n + 1;
     let mut stalled: Vec<Client> = (0..readers).map(|_| srv.connect()).collect();
     for c in &mut stalled {
         c.send("GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -118,10 +119,10 @@ fn a_client_that_stops_reading_gives_its_cpu_up() {
 
     let mut fresh = srv.connect();
     assert_eq!(fresh.get("/fast").body, b"fast\n");
-    // Had the writers kept their CPUs, the last reader and the fresh request
-    // would each have waited for a stall to let a worker in. A waiting
-    // worker gives its CPU up at once, so at most a scheduling hiccup on a
-    // loaded machine counts as one.
+    // Had the writers kept their CPUs, the queue would have stalled behind
+    // the first `n`, and again behind the `n` that took over from them. A
+    // waiting worker gives its CPU up at once, so at most a scheduling
+    // hiccup on a loaded machine counts as one.
     let stalls = srv.metric(|m| &m.worker_stalls);
     assert!(stalls < 2, "{stalls} stalls");
     drop(stalled);
