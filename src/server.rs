@@ -639,14 +639,14 @@ struct OnUnwind<'a>(&'a Arc<Shared>);
 impl Drop for OnUnwind<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            before_wait(self.0);
+            give_slot_up(self.0);
         }
     }
 }
 
-/// Gives the calling worker's slot up before it waits on a client, and
-/// starts another worker if connections are queued.
-fn before_wait(s: &Arc<Shared>) {
+/// Gives the calling worker's slot up (before it waits on a client, or as
+/// it unwinds), and starts another worker if connections are queued.
+fn give_slot_up(s: &Arc<Shared>) {
     if s.slots.release_here() && !crate::unwind::lock(&s.queue).is_empty() {
         if let Some(ticket) = s.slots.take() {
             start_worker(s, ticket);
@@ -665,7 +665,7 @@ fn serve_job(s: &Arc<Shared>, mut c: Client) {
     }
     let _busy = GaugeGuard::new(s.metrics.clone(), |m| &m.workers_busy);
     let others_waiting = || m.connections_queued.load(Ordering::Relaxed) > 0;
-    let before_wait = || before_wait(s);
+    let before_wait = || give_slot_up(s);
     // Its wait, if any, ends here: serve writes the answer or the 503.
     c.waiting = None;
     match conn::serve(

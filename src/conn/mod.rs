@@ -561,14 +561,9 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
 /// `100 Continue`. It is user code: one that panics counts as a handler
 /// panic and wants no body, and the handler's answer still goes out.
 fn wants_body<C: Clock>(ctx: &Ctx<'_, C>, method: &str, path: &str) -> bool {
-    let asked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        ctx.handler.wants_body(method, path)
-    }));
-    asked.unwrap_or_else(|payload| {
-        Metrics::inc(&ctx.metrics.handler_panics);
+    respond::catch_handler(ctx, || ctx.handler.wants_body(method, path)).unwrap_or_else(|message| {
         log::error!(
-            "handler panicked deciding whether it wants the body of {method} {path}: {}",
-            crate::unwind::panic_message(payload.as_ref())
+            "handler panicked deciding whether it wants the body of {method} {path}: {message}"
         );
         false
     })

@@ -140,21 +140,28 @@ pub fn give_up<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) 
     c.io.close();
 }
 
+/// Runs handler code, which is the user's: a panic is counted, and its
+/// message returned for the caller to log with what it was asking.
+pub(super) fn catch_handler<C: Clock, R>(
+    ctx: &Ctx<'_, C>,
+    call: impl FnOnce() -> R,
+) -> Result<R, String> {
+    catch_unwind(AssertUnwindSafe(call)).map_err(|payload| {
+        Metrics::inc(&ctx.metrics.handler_panics);
+        crate::unwind::panic_message(payload.as_ref()).to_owned()
+    })
+}
+
 /// Runs the handler; a panic becomes a 500 that closes the connection.
 fn handle<C: Clock>(ctx: &Ctx<'_, C>, req: &mut Request) -> Response {
-    match catch_unwind(AssertUnwindSafe(|| ctx.handler.handle(req))) {
-        Ok(resp) => resp,
-        Err(payload) => {
-            Metrics::inc(&ctx.metrics.handler_panics);
-            log::error!(
-                "handler panicked on {} {}: {}",
-                req.method(),
-                req.target(),
-                crate::unwind::panic_message(payload.as_ref())
-            );
-            Response::error(500, "").with_close()
-        }
-    }
+    catch_handler(ctx, || ctx.handler.handle(req)).unwrap_or_else(|message| {
+        log::error!(
+            "handler panicked on {} {}: {message}",
+            req.method(),
+            req.target()
+        );
+        Response::error(500, "").with_close()
+    })
 }
 
 /// Writes `resp` to `req` and logs it. Returns whether the connection
