@@ -93,6 +93,8 @@ pub mod conn;
 pub mod server;
 // One worker per CPU serves the queue; the rest wait for a slot.
 mod slots;
+
+mod gather;
 // poll and epoll: where idle and slow connections wait without a worker.
 pub mod poller;
 // Handlers, and the router that picks one by method and path.

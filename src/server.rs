@@ -589,8 +589,29 @@ fn submit(shared: &Arc<Shared>, c: Client) {
     Metrics::inc(&shared.metrics.connections_queued);
     shared.health.job_queued();
     crate::unwind::lock(&shared.queue).push_back(c);
+    if crate::gather::active() && !shared.slots.held_here() {
+        // This thread is answering many waiting requests at once, on a CPU
+        // it keeps busy without a slot: a worker started there would only
+        // take turns with it. Workers start on the other CPUs, and on this
+        // one when the answers are all handed over (see `crate::gather`).
+        if let Some(ticket) = shared.slots.take_spare() {
+            start_worker(shared, ticket);
+        }
+        let s = shared.clone();
+        crate::gather::defer(Arc::as_ptr(shared) as usize, move || kick(&s));
+        return;
+    }
     if let Some(ticket) = shared.slots.take() {
         start_worker(shared, ticket);
+    }
+}
+
+/// Starts a worker on the queue if connections wait and a CPU has none.
+fn kick(shared: &Arc<Shared>) {
+    if !crate::unwind::lock(&shared.queue).is_empty() {
+        if let Some(ticket) = shared.slots.take() {
+            start_worker(shared, ticket);
+        }
     }
 }
 
@@ -647,10 +668,8 @@ impl Drop for OnUnwind<'_> {
 /// Gives the calling worker's slot up (before it waits on a client, or as
 /// it unwinds), and starts another worker if connections are queued.
 fn give_slot_up(s: &Arc<Shared>) {
-    if s.slots.release_here() && !crate::unwind::lock(&s.queue).is_empty() {
-        if let Some(ticket) = s.slots.take() {
-            start_worker(s, ticket);
-        }
+    if s.slots.release_here() {
+        kick(s);
     }
 }
 

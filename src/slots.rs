@@ -92,6 +92,19 @@ impl Slots {
             .map(|word| Ticket(split(word).0))
     }
 
+    /// Takes a slot if another stays free: for a worker started by a
+    /// thread that keeps a CPU busy itself, and holds no slot for it.
+    pub fn take_spare(&self) -> Option<Ticket> {
+        let cpus = self.cpus;
+        self.state
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
+                let (generation, held) = split(word);
+                (held + 1 < cpus).then(|| join(generation, held + 1))
+            })
+            .ok()
+            .map(|word| Ticket(split(word).0))
+    }
+
     /// Frees every slot at once: their holders are held up. A holder's
     /// later release gives nothing back.
     pub fn demote_all(&self) {
@@ -168,6 +181,15 @@ mod tests {
         );
         assert!(s.all_held());
         assert_eq!(s.held(), 2);
+    }
+
+    #[test]
+    fn a_spare_slot_leaves_one_cpu_free() {
+        let s = Slots::new(2, 8);
+        assert!(s.take_spare().is_some());
+        assert!(s.take_spare().is_none(), "the last CPU stays free");
+        assert!(s.take().is_some(), "for a plain take");
+        assert!(Slots::new(1, 4).take_spare().is_none());
     }
 
     #[test]

@@ -498,9 +498,13 @@ impl<V: Clone> Slot<V> {
         if waiting {
             self.ready.notify_all();
         }
-        for (outcome, done) in subscribers {
-            answer(done, result.clone(), outcome);
-        }
+        // One run: the answers go to the workers together (see
+        // `crate::gather`).
+        crate::gather::gathered(|| {
+            for (outcome, done) in subscribers {
+                answer(done, result.clone(), outcome);
+            }
+        });
     }
 }
 

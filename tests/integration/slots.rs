@@ -127,3 +127,63 @@ fn a_client_that_stops_reading_gives_its_cpu_up() {
     assert!(stalls < 2, "{stalls} stalls");
     drop(stalled);
 }
+
+/// A cache of one key filled by the test: what a fill's subscribers are.
+type Shared = corral::cache::Cache<String, String>;
+
+#[test]
+fn waiters_answered_together_are_served_on_a_single_cpu_without_a_stall() {
+    use corral::cache::{CacheConfig, Fill};
+    // One worker: one slot, so the answering thread (the test's, below)
+    // can start none on a CPU of its own, and only the hand-off at the end
+    // of its answers sets one to work on them.
+    const WAITERS: usize = 40;
+    let cache: Arc<Shared> = Arc::new(Shared::new(CacheConfig::default(), |v| v.len() as u64));
+    let filler = Arc::new(Mutex::new(None));
+    let handler = {
+        let (cache, filler) = (cache.clone(), filler.clone());
+        move |_: &mut Request| {
+            let (placeholder, reply) = Response::later();
+            match cache.fill(&"k".to_owned()) {
+                Fill::Hit(v) => return Response::text(200, v),
+                // The leader is answered at once, so that the only
+                // answers handed over later are the subscribers'.
+                Fill::Lead(f, _) => {
+                    *filler.lock().unwrap() = Some(f);
+                    return Response::text(200, "leading\n");
+                }
+                Fill::Join(j, _) => j.subscribe(move |found| {
+                    reply.send(match found {
+                        Ok(found) => Response::text(200, found.value),
+                        Err(e) => Response::text(500, e.to_string()),
+                    })
+                }),
+                Fill::Failed(e, _) => return Response::text(500, e.to_string()),
+            }
+            placeholder
+        }
+    };
+    let srv = start(|c| c.workers = 1, handler);
+    let mut leader = srv.connect();
+    assert_eq!(leader.get("/k").body, b"leading\n");
+    let mut clients: Vec<Client> = (0..WAITERS).map(|_| srv.connect()).collect();
+    for c in &mut clients {
+        c.send("GET /k HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || srv
+            .metric(|m| &m.requests_waiting)
+            == WAITERS as u64),
+        "every request should wait for the fill"
+    );
+    let f = filler.lock().unwrap().take().expect("a leader");
+    // The subscribers are answered on this thread, which holds no slot.
+    f.fill("value\n".to_owned(), None);
+    for c in &mut clients {
+        let r = c.response();
+        assert_eq!((r.status, &r.body[..]), (200, &b"value\n"[..]));
+    }
+    // Had the hand-off at the end been lost, the answers would have sat in
+    // the queue until the parker's stall watch found them.
+    assert_eq!(srv.metric(|m| &m.worker_stalls), 0);
+}
