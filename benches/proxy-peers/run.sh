@@ -12,7 +12,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
-command -v perf >/dev/null || missing+=(linux-perf)
 command -v varnishd >/dev/null || missing+=(varnish)
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
 if [ ${#missing[@]} -gt 0 ]; then
