@@ -250,12 +250,12 @@ impl<'a> Conditions<'a> {
     ) -> Response {
         let mut resp = Response::new(200);
         resp.add_header("ETag", body.etag());
-        resp.add_header(
+        resp.add_trusted(
             "Cache-Control",
-            &format!("public, max-age={}", fresh.max_age.as_secs()),
+            format!("public, max-age={}", fresh.max_age.as_secs()),
         );
-        resp.add_header("Age", &body.age().as_secs().to_string());
-        resp.add_header("X-Cache", outcome_name(outcome));
+        resp.add_trusted("Age", body.age().as_secs().to_string());
+        resp.add_trusted("X-Cache", outcome_name(outcome));
         if (self.get || self.head) && none_match(self.if_none_match.as_deref(), body.etag()) {
             return resp.with_status(304);
         }
@@ -263,7 +263,7 @@ impl<'a> Conditions<'a> {
         for (n, v) in body.headers.iter() {
             resp.add_header(n, v);
         }
-        resp.add_header("Accept-Ranges", "bytes");
+        resp.add_trusted("Accept-Ranges", "bytes");
         let len = body.bytes.len();
         let range = match self.range.as_deref() {
             Some(r) if self.get && self.if_range_holds(body) => parse_range(r, len),

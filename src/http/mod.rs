@@ -37,7 +37,7 @@ pub use body::{BodyLimits, Decoder};
 pub use error::Error;
 pub use later::{Later, Reply};
 pub use request::{Framing, Head, HeadLimits, Headers, Request, Version};
-pub use response::{Body, BodyFraming, HeadLength, HeadOutcome, RequestInfo, Response};
+pub use response::{Body, BodyFraming, Fields, HeadLength, HeadOutcome, RequestInfo, Response};
 
 /// Limits for one connection's requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! `Connection`; handlers cannot set those, so a handler cannot desynchronize
 //! the connection. Pure.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io::Read;
 use std::sync::Arc;
@@ -96,11 +97,46 @@ impl From<Arc<[u8]>> for Body {
     }
 }
 
+/// A header field's name or value: most are literals, or built for one
+/// response.
+type Text = Cow<'static, str>;
+
+/// Header fields checked once and shared by many responses: what a cached
+/// entry sends on every hit, so that a hit neither copies nor checks them
+/// again. The same fields as [`Response::add_header`] would keep.
+#[derive(Debug, Default)]
+pub struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    /// Keeps the fields `add_header` would keep, in order, and drops the
+    /// rest (`Connection` included: a shared field cannot close).
+    pub fn new<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Fields {
+        let mut checked = Response::new(200);
+        for (name, value) in fields {
+            checked.add_header(name, value);
+        }
+        Fields(
+            checked
+                .headers
+                .into_iter()
+                .map(|(n, v)| (n.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// The fields, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+}
+
 /// An HTTP response built by a handler.
 #[derive(Debug)]
 pub struct Response {
     status: u16,
-    headers: Vec<(String, String)>,
+    /// Sent before `headers`.
+    shared: Option<Arc<Fields>>,
+    headers: Vec<(Text, Text)>,
     body: Body,
     close: bool,
     /// Set on a placeholder from [`Response::later`].
@@ -130,6 +166,7 @@ impl Response {
     pub fn new(status: u16) -> Response {
         Response {
             status,
+            shared: None,
             headers: Vec::new(),
             body: Body::Empty,
             close: false,
@@ -224,7 +261,25 @@ impl Response {
         {
             return;
         }
-        self.headers.push((name.to_owned(), value.to_owned()));
+        self.headers
+            .push((Cow::Owned(name.to_owned()), Cow::Owned(value.to_owned())));
+    }
+
+    /// Sends `fields` ahead of the fields added one by one (in place of any
+    /// shared fields set before).
+    pub fn with_fields(mut self, fields: Arc<Fields>) -> Response {
+        self.shared = Some(fields);
+        self
+    }
+
+    /// Adds a field the server itself makes, which needs no check: a
+    /// literal name, and a literal or computed value free of CR, LF and NUL
+    /// that is not a framing field.
+    pub(crate) fn add_trusted(&mut self, name: &'static str, value: impl Into<Text>) {
+        let value = value.into();
+        debug_assert!(name.bytes().all(is_tchar));
+        debug_assert!(!value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)));
+        self.headers.push((Cow::Borrowed(name), value));
     }
 
     /// Sets the `Content-Length` this response declares when it answers a
@@ -259,15 +314,15 @@ impl Response {
 
     /// The first value of header `name`, ignoring case.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
+        self.headers()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
-    /// The header fields set by the handler.
+    /// The header fields set by the handler, shared ones first.
     pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.headers.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        let shared = self.shared.iter().flat_map(|f| f.iter());
+        shared.chain(self.headers.iter().map(|(n, v)| (&**n, &**v)))
     }
 
     /// The body.
@@ -396,7 +451,7 @@ pub fn write_head(resp: &Response, req: RequestInfo, out: &mut Vec<u8>) -> HeadO
     out.extend_from_slice(b"\r\n");
     let mut has_date = false;
     let mut has_server = false;
-    for (n, v) in &resp.headers {
+    for (n, v) in resp.headers() {
         has_date |= n.eq_ignore_ascii_case("date");
         has_server |= n.eq_ignore_ascii_case("server");
         push_field(out, n, v);
@@ -484,6 +539,34 @@ mod tests {
             &mut out,
         );
         (String::from_utf8(out).unwrap(), o)
+    }
+
+    #[test]
+    fn shared_fields_are_checked_once_and_sent_first() {
+        let fields = Arc::new(Fields::new([
+            ("Cache-Control", "max-age=60"),
+            ("Bad Name", "x"),
+            ("X-Split", "a\r\nSet-Cookie: b"),
+            ("Content-Length", "9"),
+            ("Connection", "close"),
+            ("ETag", "\"e\""),
+        ]));
+        let kept: Vec<_> = fields.iter().collect();
+        assert_eq!(kept, [("Cache-Control", "max-age=60"), ("ETag", "\"e\"")]);
+        let mut resp = Response::text(200, "hello").with_fields(fields.clone());
+        resp.add_header("X-Own", "1");
+        assert_eq!(resp.header("etag"), Some("\"e\""));
+        assert!(!resp.wants_close(), "a shared field cannot close");
+        let names: Vec<_> = resp.headers().map(|(n, _)| n).collect();
+        assert_eq!(names, ["Cache-Control", "ETag", "Content-Type", "X-Own"]);
+        let (h, _) = head(&resp, Version::Http11, false, true);
+        let at = |s: &str| h.find(s).unwrap_or_else(|| panic!("{s} in {h}"));
+        assert!(at("Cache-Control: max-age=60\r\n") < at("X-Own: 1\r\n"));
+        assert!(h.contains("\r\nContent-Length: 5\r\n"), "{h}");
+        // Two responses, one copy of the fields.
+        let again = Response::new(304).with_fields(fields.clone());
+        assert_eq!(Arc::strong_count(&fields), 3);
+        drop((resp, again));
     }
 
     #[test]

@@ -45,7 +45,7 @@ use super::{failed, relay, Shared};
 use crate::cache::{Error, Fill, Filler};
 use crate::cached::{none_match, parse_range, CachedBody, RangeSpec};
 use crate::http::date::unix_now;
-use crate::http::{Body, Headers, Reply, Request, Response};
+use crate::http::{Body, Fields, Headers, Reply, Request, Response};
 
 /// How long a key whose response was not storable sends every request
 /// upstream on its own: Varnish's built-in `beresp.ttl = 120s` for
@@ -93,8 +93,10 @@ pub struct Meta {
     status: u16,
     /// The end-to-end fields, as sent to clients.
     fields: Vec<(String, String)>,
-    /// The upstream's `Via`, which ours is appended to.
-    via: Option<String>,
+    /// What every response from it carries: `fields`, `Via` with ours
+    /// appended, and the computed `ETag` of a 200 the upstream gave none.
+    /// Built once, when stored; each hit shares it.
+    served: Arc<Fields>,
     stored: Instant,
     fresh: Freshness,
 }
@@ -174,7 +176,7 @@ fn marker(kind: Kind) -> CachedBody {
         kind,
         status: 0,
         fields: Vec::new(),
-        via: None,
+        served: Arc::default(),
         stored: Instant::now(),
         fresh: Freshness {
             lifetime: Duration::ZERO,
@@ -193,21 +195,31 @@ fn entry(status: u16, headers: &Headers, body: Arc<[u8]>, fresh: Freshness) -> C
     let fields: Vec<(String, String)> = forward::response_fields(headers, NOT_STORED)
         .map(|(n, v)| (n.to_owned(), v.to_owned()))
         .collect();
-    let via = headers.get("via").map(str::to_owned);
+    let via = match headers.get("via") {
+        Some(v) => format!("{v}, {}", forward::VIA),
+        None => forward::VIA.to_owned(),
+    };
     let content_type = headers.get("content-type").unwrap_or("");
-    let etag = headers.get("etag").map(str::to_owned);
+    let body = CachedBody::new(body, content_type);
+    let (body, computed_etag) = match headers.get("etag") {
+        Some(etag) => (body.with_etag(etag), None),
+        None => {
+            let etag = (status == 200).then(|| body.etag().to_owned());
+            (body, etag)
+        }
+    };
+    let served = fields
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .chain(computed_etag.as_deref().map(|e| ("ETag", e)))
+        .chain([("Via", via.as_str())]);
     let meta = Meta {
         kind: Kind::Response,
         status,
+        served: Arc::new(Fields::new(served)),
         fields,
-        via,
         stored: Instant::now(),
         fresh,
-    };
-    let body = CachedBody::new(body, content_type);
-    let body = match etag {
-        Some(etag) => body.with_etag(&etag),
-        None => body,
     };
     body.with_extra(Arc::new(meta))
 }
@@ -350,7 +362,13 @@ impl Lookup {
     }
 
     /// Answers with a value found in the cache or handed over by a fill.
-    fn found(&self, found: CachedBody, outcome: &str, round: usize, out: Out) -> Option<Response> {
+    fn found(
+        &self,
+        found: CachedBody,
+        outcome: &'static str,
+        round: usize,
+        out: Out,
+    ) -> Option<Response> {
         let Some(m) = meta(&found) else {
             return out.now(Response::error(
                 500,
@@ -593,7 +611,7 @@ impl Lookup {
         ret
     }
 
-    fn respond_entry(&self, found: &CachedBody, outcome: &str) -> Response {
+    fn respond_entry(&self, found: &CachedBody, outcome: &'static str) -> Response {
         match meta(found) {
             Some(m) => self.respond(found, m, outcome),
             None => Response::error(500, "not a proxy entry"),
@@ -603,21 +621,10 @@ impl Lookup {
     /// A stored response for this request: its status and fields, `Age`,
     /// `Via`, `X-Cache`; for a 200, `If-None-Match` → 304 and a single
     /// `Range` → 206 or 416, as for the app's entries.
-    fn respond(&self, found: &CachedBody, m: &Meta, outcome: &str) -> Response {
-        let mut resp = Response::new(m.status);
-        for (n, v) in &m.fields {
-            resp.add_header(n, v);
-        }
-        if m.status == 200 && m.field("etag").is_none() {
-            resp.add_header("ETag", found.etag());
-        }
-        resp.add_header("Age", &m.age().as_secs().to_string());
-        let via = match &m.via {
-            Some(v) => format!("{v}, {}", forward::VIA),
-            None => forward::VIA.to_owned(),
-        };
-        resp.add_header("Via", &via);
-        resp.add_header("X-Cache", outcome);
+    fn respond(&self, found: &CachedBody, m: &Meta, outcome: &'static str) -> Response {
+        let mut resp = Response::new(m.status).with_fields(m.served.clone());
+        resp.add_trusted("Age", m.age().as_secs().to_string());
+        resp.add_trusted("X-Cache", outcome);
         let req = &self.req;
         if m.status != 200 {
             return resp.with_body(Body::Shared(found.bytes().clone()));
@@ -625,7 +632,7 @@ impl Lookup {
         if none_match(req.header("if-none-match"), found.etag()) {
             return resp.with_status(304);
         }
-        resp.add_header("Accept-Ranges", "bytes");
+        resp.add_trusted("Accept-Ranges", "bytes");
         let len = found.bytes().len();
         let if_range_holds = req
             .header("if-range")
