@@ -15,7 +15,10 @@
 //! find every answer queued, and write them back to back.
 //!
 //! Only the thread that gathers defers anything; every other thread hands
-//! off as always.
+//! off as always. A `SCHED_IDLE` thread (the compute lane's default) does
+//! not gather: any busy thread on the machine may hold it off the CPU in
+//! the middle of its answers, which must not wait for it. A worker woken
+//! by its first hand-off preempts it at once anyway.
 
 use std::cell::RefCell;
 
@@ -31,7 +34,7 @@ thread_local! {
 /// Runs `f` as one gathered run: kicks deferred inside it run when it
 /// returns (or unwinds). A run inside a run is part of the outer one.
 pub(crate) fn gathered<R>(f: impl FnOnce() -> R) -> R {
-    if active() {
+    if active() || crate::priority::idle_here() {
         return f();
     }
     KICKS.with(|k| *k.borrow_mut() = Some(Vec::new()));
@@ -109,6 +112,21 @@ mod tests {
             defer(1, move || seen.set(!defer(2, || {})));
         });
         assert!(inner.get());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_idle_thread_does_not_gather() {
+        let gathers = std::thread::spawn(|| {
+            crate::priority::Priority::Idle
+                .apply_to_this_thread()
+                .expect("lowering needs no privilege");
+            gathered(active)
+        })
+        .join()
+        .expect("thread");
+        assert!(!gathers);
+        assert!(gathered(active), "a normal thread does");
     }
 
     #[test]

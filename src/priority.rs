@@ -61,9 +61,24 @@ impl Priority {
         match self {
             Priority::Normal => Ok(()),
             Priority::Low => os::nice_at_least(base.saturating_add(10)),
-            Priority::Idle => os::sched_idle(),
+            Priority::Idle => {
+                os::sched_idle()?;
+                IDLE_HERE.with(|i| i.set(true));
+                Ok(())
+            }
         }
     }
+}
+
+thread_local! {
+    /// Set once the calling thread is `SCHED_IDLE`; it never goes back.
+    static IDLE_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread was made [`Priority::Idle`]: it may be held
+/// off the CPU for as long as other threads want it.
+pub(crate) fn idle_here() -> bool {
+    IDLE_HERE.with(std::cell::Cell::get)
 }
 
 impl FromStr for Priority {
