@@ -201,13 +201,15 @@ fn entry(status: u16, headers: &Headers, body: Arc<[u8]>, fresh: Freshness) -> C
     };
     let content_type = headers.get("content-type").unwrap_or("");
     let body = CachedBody::new(body, content_type);
-    let (body, computed_etag) = match headers.get("etag") {
-        Some(etag) => (body.with_etag(etag), None),
-        None => {
-            let etag = (status == 200).then(|| body.etag().to_owned());
-            (body, etag)
-        }
+    let body = match headers.get("etag") {
+        Some(etag) => body.with_etag(etag),
+        None => body,
     };
+    // Whether clients see an ETag is decided by the fields kept for them:
+    // one the upstream listed in `Connection` is not among them, and a 200
+    // then gets the computed one, as before.
+    let has_etag = fields.iter().any(|(n, _)| n.eq_ignore_ascii_case("etag"));
+    let computed_etag = (status == 200 && !has_etag).then(|| body.etag().to_owned());
     let served = fields
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))

@@ -93,6 +93,79 @@ fn hits_come_from_the_cache_with_age_and_etag() {
     assert_eq!(up.requests(), 2);
 }
 
+/// Every value of field `name` in `r`.
+fn all<'a>(r: &'a Resp, name: &str) -> Vec<&'a str> {
+    r.headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[test]
+fn every_answer_from_an_entry_carries_one_etag_and_the_via_chain() {
+    // The upstream's own Via comes first in the chain (RFC 9110 §7.6.3).
+    // Without an ETag of its own, a 200 gets the computed one; with one,
+    // that one alone, as when the upstream lists it in Connection.
+    let up = Upstream::start(|req: &Seen, _| {
+        let with = |extra: &[&str]| {
+            let mut fields = vec![
+                "Cache-Control: max-age=0",
+                "Via: 1.0 up",
+                "Last-Modified: Sat, 05 Dec 2026 00:00:00 GMT",
+            ];
+            fields.extend_from_slice(extra);
+            Reply::Send(ok("0123456789", &fields))
+        };
+        match req.target.as_str() {
+            "/own" => with(&["ETag: \"v1\""]),
+            "/hop" => with(&["ETag: \"hop\"", "Connection: ETag"]),
+            // Revalidated by date: the computed ETag is corral's, which the
+            // upstream never saw.
+            _ if req.header("if-modified-since").is_some() => Reply::Send(response(
+                "304 Not Modified",
+                &["Cache-Control: max-age=60", "Via: 1.0 up"],
+                b"",
+            )),
+            _ => with(&[]),
+        }
+    });
+    let server = start(&up);
+    let mut c = server.connect();
+    let check = |r: &Resp, what: &str| {
+        assert_eq!(all(r, "via"), ["1.0 up, 1.1 corral"], "{what}: {r:?}");
+        let etags = all(r, "etag");
+        assert_eq!(etags.len(), 1, "{what}: {r:?}");
+        etags[0].to_owned()
+    };
+
+    // Computed: the miss, a revalidated answer (max-age=0, so the second
+    // GET revalidates and the 304 refreshes it), a hit, HEAD, 304, 206.
+    let computed = check(&c.get("/computed"), "miss");
+    assert!(computed.starts_with('"'), "{computed}");
+    let refreshed = c.get("/computed");
+    assert_eq!(up.requests(), 2);
+    assert_eq!(check(&refreshed, "revalidated"), computed);
+    let hit = c.get("/computed");
+    assert_eq!(cache(&hit), "hit");
+    assert_eq!(check(&hit, "hit"), computed);
+    assert_eq!(check(&c.head("/computed"), "head"), computed);
+    let not_modified = c.get_with("/computed", &[("If-None-Match", &computed)]);
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(check(&not_modified, "304"), computed);
+    let part = c.get_with("/computed", &[("Range", "bytes=2-3")]);
+    assert_eq!((part.status, part.text().as_str()), (206, "23"));
+    assert_eq!(check(&part, "206"), computed);
+
+    assert_eq!(check(&c.get("/own"), "upstream's"), "\"v1\"");
+    // Named in Connection, the field is not relayed as such; the entry's
+    // ETag is still sent once, the one conditional requests are held to.
+    let etag = check(&c.get("/hop"), "hop-by-hop");
+    let not_modified = c.get_with("/hop", &[("If-None-Match", &etag)]);
+    assert_eq!(not_modified.status, 304);
+    assert_eq!(check(&not_modified, "hop-by-hop 304"), etag);
+}
+
 #[test]
 fn head_is_served_from_the_get_entry() {
     let up = Upstream::always(ok("twelve bytes", &[]));
