@@ -14,21 +14,36 @@
 //! leave the start of a worker to its end ([`defer`]): the workers then
 //! find every answer queued, and write them back to back.
 //!
-//! Only the thread that gathers defers anything; every other thread hands
-//! off as always. A `SCHED_IDLE` thread (the compute lane's default) does
+//! Only the thread that gathers defers anything, and for at most
+//! [`MAX_DEFER`] from the start of its run: past it, hand-offs go out as
+//! they come, so that a long run (tens of thousands of waiters, or a
+//! subscriber that blocks) does not hold the first answers back. A
+//! subscriber that blocks still holds back the answers handed over before
+//! it until the next hand-off, as it always held back those after it.
+//! Every other thread hands off as always. A `SCHED_IDLE` thread (the compute lane's default) does
 //! not gather: any busy thread on the machine may hold it off the CPU in
 //! the middle of its answers, which must not wait for it. A worker woken
 //! by its first hand-off preempts it at once anyway.
 
 use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+/// How long from its start a run may defer hand-offs. A thousand waiters
+/// are handed over in about 3 ms on a slow virtual CPU (BENCHMARKS.md).
+pub(crate) const MAX_DEFER: Duration = Duration::from_millis(5);
 
 /// What runs when a gathered run ends: a key, so that one server's
 /// hand-off is kicked once however many answers it took.
 type Kick = (usize, Box<dyn FnOnce()>);
 
+/// The run this thread is in.
+struct Run {
+    started: Instant,
+    kicks: Vec<Kick>,
+}
+
 thread_local! {
-    /// The kicks of the run this thread is in, if it is in one.
-    static KICKS: RefCell<Option<Vec<Kick>>> = const { RefCell::new(None) };
+    static RUN: RefCell<Option<Run>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` as one gathered run: kicks deferred inside it run when it
@@ -37,24 +52,39 @@ pub(crate) fn gathered<R>(f: impl FnOnce() -> R) -> R {
     if active() || crate::priority::idle_here() {
         return f();
     }
-    KICKS.with(|k| *k.borrow_mut() = Some(Vec::new()));
+    RUN.with(|r| {
+        *r.borrow_mut() = Some(Run {
+            started: Instant::now(),
+            kicks: Vec::new(),
+        })
+    });
     let _end = End;
     f()
 }
 
 /// Whether this thread is in a gathered run.
 pub(crate) fn active() -> bool {
-    KICKS.with(|k| k.borrow().is_some())
+    RUN.with(|r| r.borrow().is_some())
+}
+
+/// Whether a hand-off made now may be left to the end of this thread's
+/// run: it is in one, begun less than [`MAX_DEFER`] ago.
+pub(crate) fn deferring() -> bool {
+    RUN.with(|r| {
+        r.borrow()
+            .as_ref()
+            .is_some_and(|run| run.started.elapsed() < MAX_DEFER)
+    })
 }
 
 /// Leaves `kick` to the end of this thread's gathered run, unless one with
 /// the same `key` is left already. Returns `false`, doing nothing, if the
 /// thread is in no run: the caller kicks now.
 pub(crate) fn defer(key: usize, kick: impl FnOnce() + 'static) -> bool {
-    KICKS.with(|k| match &mut *k.borrow_mut() {
-        Some(kicks) => {
-            if !kicks.iter().any(|(k, _)| *k == key) {
-                kicks.push((key, Box::new(kick)));
+    RUN.with(|r| match &mut *r.borrow_mut() {
+        Some(run) => {
+            if !run.kicks.iter().any(|(k, _)| *k == key) {
+                run.kicks.push((key, Box::new(kick)));
             }
             true
         }
@@ -68,8 +98,8 @@ struct End;
 
 impl Drop for End {
     fn drop(&mut self) {
-        let kicks = KICKS.with(|k| k.borrow_mut().take()).unwrap_or_default();
-        for (_, kick) in kicks {
+        let run = RUN.with(|r| r.borrow_mut().take());
+        for (_, kick) in run.map(|r| r.kicks).unwrap_or_default() {
             kick();
         }
     }
@@ -105,6 +135,20 @@ mod tests {
     }
 
     #[test]
+    fn a_run_defers_for_a_while_only() {
+        assert!(!deferring(), "not in a run");
+        gathered(|| {
+            assert!(deferring());
+            let until = Instant::now() + MAX_DEFER;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            assert!(!deferring(), "past the bound, hand-offs go out");
+            assert!(active(), "still in the run");
+        });
+    }
+
+    #[test]
     fn a_kick_that_hands_off_again_is_not_deferred() {
         let inner = Rc::new(Cell::new(false));
         let seen = inner.clone();
@@ -116,16 +160,19 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[test]
-    fn an_idle_thread_does_not_gather() {
-        let gathers = std::thread::spawn(|| {
+    fn an_idle_thread_does_not_gather_nor_do_the_threads_it_starts() {
+        let (own, inherited) = std::thread::spawn(|| {
             crate::priority::Priority::Idle
                 .apply_to_this_thread()
                 .expect("lowering needs no privilege");
-            gathered(active)
+            // A thread inherits its creator's policy.
+            let child = std::thread::spawn(|| gathered(active));
+            (gathered(active), child.join().expect("child"))
         })
         .join()
         .expect("thread");
-        assert!(!gathers);
+        assert!(!own);
+        assert!(!inherited);
         assert!(gathered(active), "a normal thread does");
     }
 

@@ -61,24 +61,17 @@ impl Priority {
         match self {
             Priority::Normal => Ok(()),
             Priority::Low => os::nice_at_least(base.saturating_add(10)),
-            Priority::Idle => {
-                os::sched_idle()?;
-                IDLE_HERE.with(|i| i.set(true));
-                Ok(())
-            }
+            Priority::Idle => os::sched_idle(),
         }
     }
 }
 
-thread_local! {
-    /// Set once the calling thread is `SCHED_IDLE`; it never goes back.
-    static IDLE_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether the calling thread was made [`Priority::Idle`]: it may be held
-/// off the CPU for as long as other threads want it.
+/// Whether the calling thread runs at `SCHED_IDLE`, however it came to
+/// (made so here, inherited from the thread that started it, or the whole
+/// process started so): it may be held off the CPU for as long as other
+/// threads want it. Asks the kernel each time.
 pub(crate) fn idle_here() -> bool {
-    IDLE_HERE.with(std::cell::Cell::get)
+    os::is_idle()
 }
 
 impl FromStr for Priority {
@@ -171,10 +164,13 @@ mod os {
     }
 
     /// The calling thread's scheduling policy.
-    #[cfg(test)]
     pub(super) fn policy() -> i32 {
         // SAFETY: plain integer in; pid 0 names the calling thread.
         unsafe { libc::sched_getscheduler(0) }
+    }
+
+    pub(super) fn is_idle() -> bool {
+        policy() == libc::SCHED_IDLE
     }
 }
 
@@ -192,6 +188,10 @@ mod os {
 
     pub(super) fn sched_idle() -> io::Result<()> {
         Ok(())
+    }
+
+    pub(super) fn is_idle() -> bool {
+        false
     }
 }
 

@@ -589,11 +589,12 @@ fn submit(shared: &Arc<Shared>, c: Client) {
     Metrics::inc(&shared.metrics.connections_queued);
     shared.health.job_queued();
     crate::unwind::lock(&shared.queue).push_back(c);
-    if crate::gather::active() && !shared.slots.held_here() {
+    if crate::gather::deferring() && !shared.slots.held_here() {
         // This thread is answering many waiting requests at once, on a CPU
         // it keeps busy without a slot: a worker started there would only
         // take turns with it. Workers start on the other CPUs, and on this
-        // one when the answers are all handed over (see `crate::gather`).
+        // one when the answers are all handed over, or the run has gone on
+        // too long (see `crate::gather`).
         if let Some(ticket) = shared.slots.take_spare() {
             start_worker(shared, ticket);
         }

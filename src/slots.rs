@@ -51,6 +51,10 @@ pub struct Slots {
     state: AtomicU64,
     /// One per CPU.
     cpus: u32,
+    /// Slots [`Slots::take_spare`] leaves free: one, unless there are
+    /// fewer slots than CPUs (fewer workers), and a thread without a slot
+    /// has a CPU of its own anyway.
+    spare: u32,
     /// Connections taken from the queue so far: the progress a stall lacks.
     picks: AtomicU64,
 }
@@ -67,10 +71,11 @@ impl Slots {
     /// One slot per CPU, for a pool of `workers` threads on `cpus` CPUs
     /// (never more slots than threads).
     pub fn new(cpus: usize, workers: usize) -> Slots {
-        let cpus = cpus.clamp(1, workers.max(1));
+        let slots = cpus.clamp(1, workers.max(1));
         Slots {
             state: AtomicU64::new(0),
-            cpus: u32::try_from(cpus).unwrap_or(u32::MAX),
+            cpus: u32::try_from(slots).unwrap_or(u32::MAX),
+            spare: u32::from(slots >= cpus),
             picks: AtomicU64::new(0),
         }
     }
@@ -95,11 +100,11 @@ impl Slots {
     /// Takes a slot if another stays free: for a worker started by a
     /// thread that keeps a CPU busy itself, and holds no slot for it.
     pub fn take_spare(&self) -> Option<Ticket> {
-        let cpus = self.cpus;
+        let (cpus, spare) = (self.cpus, self.spare);
         self.state
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
                 let (generation, held) = split(word);
-                (held + 1 < cpus).then(|| join(generation, held + 1))
+                (held + spare < cpus).then(|| join(generation, held + 1))
             })
             .ok()
             .map(|word| Ticket(split(word).0))
@@ -190,6 +195,11 @@ mod tests {
         assert!(s.take_spare().is_none(), "the last CPU stays free");
         assert!(s.take().is_some(), "for a plain take");
         assert!(Slots::new(1, 4).take_spare().is_none());
+        // Fewer workers than CPUs: a thread without a slot has a CPU the
+        // slots do not count, so every slot may go.
+        let few = Slots::new(4, 2);
+        assert!(few.take_spare().is_some() && few.take_spare().is_some());
+        assert!(few.take_spare().is_none(), "but no more than there are");
     }
 
     #[test]

@@ -132,11 +132,11 @@ fn a_client_that_stops_reading_gives_its_cpu_up() {
 type Shared = corral::cache::Cache<String, String>;
 
 #[test]
-fn waiters_answered_together_are_served_on_a_single_cpu_without_a_stall() {
+fn waiters_answered_together_by_a_thread_without_a_slot_are_all_served() {
     use corral::cache::{CacheConfig, Fill};
-    // One worker: one slot, so the answering thread (the test's, below)
-    // can start none on a CPU of its own, and only the hand-off at the end
-    // of its answers sets one to work on them.
+    // One worker, so one slot: on a machine with one CPU the answering
+    // thread (the test's, below) leaves it to the hand-off at the end of
+    // its answers, and on one with more it takes the slot at once.
     const WAITERS: usize = 40;
     let cache: Arc<Shared> = Arc::new(Shared::new(CacheConfig::default(), |v| v.len() as u64));
     let filler = Arc::new(Mutex::new(None));
@@ -186,4 +186,57 @@ fn waiters_answered_together_are_served_on_a_single_cpu_without_a_stall() {
     // Had the hand-off at the end been lost, the answers would have sat in
     // the queue until the parker's stall watch found them.
     assert_eq!(srv.metric(|m| &m.worker_stalls), 0);
+}
+
+#[test]
+fn on_one_cpu_coalesced_answers_are_handed_over_at_the_end_of_the_fill() {
+    use crate::upstream::{ok, route, Gate, Reply, Upstream, HANG};
+    const WAITERS: usize = 30;
+    let gate = Gate::default();
+    let held = gate.clone();
+    let up = Upstream::start(move |_, _| Reply::After(held.clone(), ok("value", &[])));
+    // One CPU, so one slot, and the fetch thread that completes the fill
+    // has no CPU to spare for a worker: every answer waits in the queue
+    // until the hand-off at the end of its run.
+    let mut proc = crate::support::spawn_bin(
+        &["--proxy", &route("/", &up)],
+        Some(&["taskset", "-c", "0"]),
+    );
+    let admin = proc.admin_addr();
+    // Each read of the metrics closes its connection: a worker lingering
+    // on a quiet one would serve the queue when it came back, which would
+    // hide a lost hand-off.
+    let gauge = |name: &str| {
+        let r = Client::connect(admin).get_with("/metrics", &[("Connection", "close")]);
+        let text = r.text();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    let waiting = |n: usize| wait_until(HANG, || gauge("corral_requests_waiting") == n as f64);
+    // The leader's client leaves before the answer: the leader's own reply,
+    // sent after the others', then hands nothing over, and the hand-off at
+    // the end of the run is the only one.
+    let mut leader = Client::connect(proc.addr);
+    leader.send("GET /k HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(wait_until(HANG, || up.requests() == 1), "the fetch began");
+    let mut clients: Vec<Client> = (0..WAITERS).map(|_| Client::connect(proc.addr)).collect();
+    for c in &mut clients {
+        c.send("GET /k HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    assert!(
+        waiting(WAITERS + 1),
+        "every request should wait for the fill"
+    );
+    drop(leader);
+    assert!(waiting(WAITERS), "the leader's wait ends with its client");
+    gate.open();
+    for c in &mut clients {
+        let r = c.response();
+        assert_eq!((r.status, r.text().as_str()), (200, "value"));
+    }
+    // Had that hand-off been lost, the answers would have sat in the queue
+    // until the parker's stall watch found them, a second later.
+    assert_eq!(gauge("corral_worker_stalls_total"), 0.0);
+    assert_eq!(up.requests(), 1);
 }
