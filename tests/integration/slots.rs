@@ -128,6 +128,16 @@ fn a_client_that_stops_reading_gives_its_cpu_up() {
     drop(stalled);
 }
 
+/// The first CPU this process may run on (CPU 0 need not be one of them).
+fn first_allowed_cpu() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .and_then(|list| list.trim().split([',', '-']).next().map(str::to_owned))
+        .expect("Cpus_allowed_list")
+}
+
 /// A cache of one key filled by the test: what a fill's subscribers are.
 type Shared = corral::cache::Cache<String, String>;
 
@@ -200,7 +210,7 @@ fn on_one_cpu_coalesced_answers_are_handed_over_at_the_end_of_the_fill() {
     // until the hand-off at the end of its run.
     let mut proc = crate::support::spawn_bin(
         &["--proxy", &route("/", &up)],
-        Some(&["taskset", "-c", "0"]),
+        Some(&["taskset", "-c", &first_allowed_cpu()]),
     );
     let admin = proc.admin_addr();
     // Each read of the metrics closes its connection: a worker lingering
