@@ -38,6 +38,8 @@ pub struct CachedBody {
     /// What a layer above keeps with the entry (the proxy's status, fields
     /// and freshness); `None` for the app's values.
     extra: Option<Arc<dyn Any + Send + Sync>>,
+    /// What `extra` and the added headers hold, in bytes, for the weight.
+    extra_bytes: u64,
 }
 
 impl std::fmt::Debug for CachedBody {
@@ -50,9 +52,16 @@ impl std::fmt::Debug for CachedBody {
     }
 }
 
-/// Bytes a stored entry costs beyond its body: the key, the ETag, the
-/// headers and the map's bookkeeping, roughly.
+/// Bytes a stored entry costs beyond its body: the key, the ETag and the
+/// map's bookkeeping, roughly. Header fields are counted on their own
+/// ([`field_bytes`]).
 const ENTRY_OVERHEAD: u64 = 256;
+
+/// What one header field kept as two `String`s costs: its text and their
+/// two headers.
+pub fn field_bytes(name: &str, value: &str) -> u64 {
+    (name.len() + value.len() + 2 * std::mem::size_of::<String>()) as u64
+}
 
 impl CachedBody {
     /// Wraps encoded bytes; computes their ETag (a hash of the content, so
@@ -68,6 +77,7 @@ impl CachedBody {
             created: Instant::now(),
             headers: Arc::from(Vec::new()),
             extra: None,
+            extra_bytes: 0,
         }
     }
 
@@ -83,6 +93,14 @@ impl CachedBody {
         self
     }
 
+    /// Counts `bytes` more against the cache's budget: what the layer's
+    /// extra holds (the proxy's header fields, say), which the entry's
+    /// fixed overhead does not cover.
+    pub fn with_extra_bytes(mut self, bytes: u64) -> CachedBody {
+        self.extra_bytes = self.extra_bytes.saturating_add(bytes);
+        self
+    }
+
     /// What [`CachedBody::with_extra`] kept, if it is a `T`.
     pub fn extra<T: Any + Send + Sync>(&self) -> Option<&T> {
         self.extra.as_deref()?.downcast_ref()
@@ -93,6 +111,7 @@ impl CachedBody {
         let mut headers = self.headers.to_vec();
         headers.push((name.to_owned(), value.to_owned()));
         self.headers = headers.into();
+        self.extra_bytes = self.extra_bytes.saturating_add(field_bytes(name, value));
         self
     }
 
@@ -121,7 +140,7 @@ impl CachedBody {
 
     /// How much the entry counts against the cache's byte budget.
     pub fn weight(&self) -> u64 {
-        self.bytes.len() as u64 + ENTRY_OVERHEAD
+        (self.bytes.len() as u64 + ENTRY_OVERHEAD).saturating_add(self.extra_bytes)
     }
 
     /// Seconds since the value was computed.
@@ -420,6 +439,18 @@ mod tests {
 
     /// How long a test waits for an answer before calling it a hang.
     const HANG: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn the_weight_counts_headers_and_what_the_layer_above_keeps() {
+        let plain = CachedBody::new(vec![0u8; 100], "application/octet-stream");
+        let base = plain.weight();
+        assert_eq!(base, 100 + ENTRY_OVERHEAD);
+        let value = "v".repeat(1000);
+        let with = plain.clone().with_header("X-Shape", &value);
+        assert_eq!(with.weight(), base + field_bytes("X-Shape", &value));
+        assert!(with.weight() > base + 1000);
+        assert_eq!(plain.with_extra_bytes(500).weight(), base + 500);
+    }
 
     fn get(target: &str, headers: &[(&str, &str)]) -> Request {
         let mut h = Headers::new();

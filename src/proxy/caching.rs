@@ -43,7 +43,7 @@ use super::forward;
 use super::rules::{self, Freshness, Times};
 use super::{failed, relay, Shared};
 use crate::cache::{Error, Fill, Filler};
-use crate::cached::{none_match, parse_range, CachedBody, RangeSpec};
+use crate::cached::{field_bytes, none_match, parse_range, CachedBody, RangeSpec};
 use crate::http::date::unix_now;
 use crate::http::{Body, Fields, Headers, Reply, Request, Response};
 
@@ -215,15 +215,24 @@ fn entry(status: u16, headers: &Headers, body: Arc<[u8]>, fresh: Freshness) -> C
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .chain(computed_etag.as_deref().map(|e| ("ETag", e)))
         .chain([("Via", via.as_str())]);
+    let served = Fields::new(served);
+    // Both lists are kept: they count against the cache's budget.
+    let header_bytes = fields
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .chain(served.iter())
+        .map(|(n, v)| field_bytes(n, v))
+        .sum();
     let meta = Meta {
         kind: Kind::Response,
         status,
-        served: Arc::new(Fields::new(served)),
+        served: Arc::new(served),
         fields,
         stored: Instant::now(),
         fresh,
     };
     body.with_extra(Arc::new(meta))
+        .with_extra_bytes(header_bytes)
 }
 
 /// The plain key of a request: path and query, in a namespace of their
@@ -682,5 +691,35 @@ fn failure(e: &Error) -> FetchError {
             status: 503,
             reason: format!("{e}"),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_weighs_the_fields_it_keeps() {
+        let fresh = || Freshness {
+            lifetime: Duration::from_secs(60),
+            initial_age: Duration::ZERO,
+            stale_while_revalidate: None,
+            stale_if_error: None,
+            must_revalidate: false,
+            vary: Vec::new(),
+        };
+        let mut small = Headers::new();
+        small.push("Cache-Control", b"max-age=60");
+        let mut big = small.clone();
+        let value = vec![b'x'; 4000];
+        big.push("X-Big", &value);
+        let weight = |h: &Headers| entry(200, h, Arc::from(&b"body"[..]), fresh()).weight();
+        // Kept twice: as stored, and as sent.
+        assert!(
+            weight(&big) >= weight(&small) + 2 * 4000,
+            "{} against {}",
+            weight(&big),
+            weight(&small)
+        );
     }
 }
