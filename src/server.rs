@@ -487,9 +487,8 @@ impl<'a> ParkerEvents<'a> {
                         "no queued connection served for {STALL:?}: its workers are demoted, others serve the {queued} queued"
                     );
                     for _ in 0..queued {
-                        match s.slots.take() {
-                            Some(ticket) => start_worker(s, ticket),
-                            None => break,
+                        if !start_if_free(s) {
+                            break;
                         }
                     }
                 }
@@ -602,18 +601,23 @@ fn submit(shared: &Arc<Shared>, c: Client) {
         crate::gather::defer(Arc::as_ptr(shared) as usize, move || kick(&s));
         return;
     }
-    if let Some(ticket) = shared.slots.take() {
-        start_worker(shared, ticket);
-    }
+    start_if_free(shared);
 }
 
 /// Starts a worker on the queue if connections wait and a CPU has none.
 fn kick(shared: &Arc<Shared>) {
     if !crate::unwind::lock(&shared.queue).is_empty() {
-        if let Some(ticket) = shared.slots.take() {
-            start_worker(shared, ticket);
-        }
+        start_if_free(shared);
     }
+}
+
+/// Starts a worker on the queue if a CPU has none; whether it did.
+fn start_if_free(shared: &Arc<Shared>) -> bool {
+    let ticket = shared.slots.take();
+    if let Some(ticket) = ticket {
+        start_worker(shared, ticket);
+    }
+    ticket.is_some()
 }
 
 /// Starts a worker on the queue, with the slot taken for it.

@@ -87,24 +87,22 @@ impl Slots {
 
     /// Takes a slot if one is free, for a worker to start with or go on.
     pub fn take(&self) -> Option<Ticket> {
-        let cpus = self.cpus;
-        self.state
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
-                let (generation, held) = split(word);
-                (held < cpus).then(|| join(generation, held + 1))
-            })
-            .ok()
-            .map(|word| Ticket(split(word).0))
+        self.take_leaving(0)
     }
 
     /// Takes a slot if another stays free: for a worker started by a
     /// thread that keeps a CPU busy itself, and holds no slot for it.
     pub fn take_spare(&self) -> Option<Ticket> {
-        let (cpus, spare) = (self.cpus, self.spare);
+        self.take_leaving(self.spare)
+    }
+
+    /// Takes a slot if `free` more stay free after it.
+    fn take_leaving(&self, free: u32) -> Option<Ticket> {
+        let cpus = self.cpus;
         self.state
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |word| {
                 let (generation, held) = split(word);
-                (held + spare < cpus).then(|| join(generation, held + 1))
+                (held + free < cpus).then(|| join(generation, held + 1))
             })
             .ok()
             .map(|word| Ticket(split(word).0))

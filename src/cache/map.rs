@@ -498,13 +498,19 @@ impl<V: Clone> Slot<V> {
         if waiting {
             self.ready.notify_all();
         }
-        // One run: the answers go to the workers together (see
-        // `crate::gather`).
-        crate::gather::gathered(|| {
+        let several = subscribers.len() > 1;
+        let answer_all = || {
             for (outcome, done) in subscribers {
                 answer(done, result.clone(), outcome);
             }
-        });
+        };
+        // Several answers go to the workers together, as one run (see
+        // `crate::gather`); a single one has nothing to wait for.
+        if several {
+            crate::gather::gathered(answer_all);
+        } else {
+            answer_all();
+        }
     }
 }
 

@@ -195,10 +195,7 @@ fn entry(status: u16, headers: &Headers, body: Arc<[u8]>, fresh: Freshness) -> C
     let fields: Vec<(String, String)> = forward::response_fields(headers, NOT_STORED)
         .map(|(n, v)| (n.to_owned(), v.to_owned()))
         .collect();
-    let via = match headers.get("via") {
-        Some(v) => format!("{v}, {}", forward::VIA),
-        None => forward::VIA.to_owned(),
-    };
+    let via = forward::via_after(headers.get("via"));
     let content_type = headers.get("content-type").unwrap_or("");
     let body = CachedBody::new(body, content_type);
     let body = match headers.get("etag") {

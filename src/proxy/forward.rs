@@ -185,20 +185,25 @@ pub fn response_fields<'a>(
 /// with `Via` appended.
 pub fn response(status: u16, headers: &Headers, skip: &[&str]) -> Response {
     let mut resp = Response::new(status);
-    let mut via = String::new();
+    let mut upstream_via = None;
     for (name, value) in response_fields(headers, skip) {
         if name.eq_ignore_ascii_case("via") {
-            via = value.to_owned();
+            upstream_via = Some(value);
             continue;
         }
         resp.add_header(name, value);
     }
-    if !via.is_empty() {
-        via.push_str(", ");
-    }
-    via.push_str(VIA);
-    resp.add_header("Via", &via);
+    resp.add_header("Via", &via_after(upstream_via));
     resp
+}
+
+/// The `Via` to send: the upstream's, if it sent one, with ours appended
+/// (RFC 9110 §7.6.3).
+pub fn via_after(upstream: Option<&str>) -> String {
+    match upstream.filter(|v| !v.is_empty()) {
+        Some(v) => format!("{v}, {VIA}"),
+        None => VIA.to_owned(),
+    }
 }
 
 /// The client's address as text, for logs.
