@@ -173,6 +173,9 @@ struct Entry<T> {
     item: T,
     deadline: Instant,
     watch: Watch,
+    /// When its registration is to be armed, while it is not yet (a
+    /// [`Watch::HangUp`] item, for a while after it is parked).
+    arm_at: Option<Instant>,
 }
 
 /// What wakes a parked item before its deadline.
@@ -185,6 +188,14 @@ pub enum Watch {
     /// answer is written. Such items outlive [`Parker::stop`], since what
     /// they wait for may still come while the server drains; whoever has
     /// the answer takes the item back with [`Parker::unpark`].
+    ///
+    /// The peer is watched only once the item has been parked for the
+    /// delay given to [`Parker::new`]; a peer gone before then is seen
+    /// then. Most waits are short (a value computed in well under a
+    /// second), and watching costs two system calls: one to register, one
+    /// to take the registration back when the answer comes, which when a
+    /// thousand coalesced requests are answered at once is a tenth of the
+    /// time until the last answer is out (BENCHMARKS.md).
     HangUp,
 }
 
@@ -241,6 +252,9 @@ pub struct Parker<T: Parkable> {
     stop: AtomicBool,
     /// Set by [`Parker::quit`]: nothing stays, and `run` returns.
     quit: AtomicBool,
+    /// How long a [`Watch::HangUp`] item is parked before its peer is
+    /// watched.
+    hang_up_after: Duration,
 }
 
 /// What the parker thread reports to its owner.
@@ -260,8 +274,9 @@ pub trait Dispatch<T> {
 }
 
 impl<T: Parkable> Parker<T> {
-    /// A new, empty parker.
-    pub fn new() -> io::Result<Parker<T>> {
+    /// A new, empty parker, which watches a [`Watch::HangUp`] item's peer
+    /// once it has been parked for `hang_up_after` (at once if zero).
+    pub fn new(hang_up_after: Duration) -> io::Result<Parker<T>> {
         // SAFETY: epoll_create1 takes no pointers; a non-negative result is a
         // new descriptor that nothing else owns, so OwnedFd may take it.
         let epoll = unsafe {
@@ -285,6 +300,7 @@ impl<T: Parkable> Parker<T> {
             }),
             stop: AtomicBool::new(false),
             quit: AtomicBool::new(false),
+            hang_up_after,
         };
         parker.ctl(
             libc::EPOLL_CTL_ADD,
@@ -323,6 +339,13 @@ impl<T: Parkable> Parker<T> {
             return Err((item, io::Error::other("shutting down")));
         }
         let fd = item.as_raw_fd();
+        let now = Instant::now();
+        let arm_at = match watch {
+            Watch::HangUp if !self.hang_up_after.is_zero() => now
+                .checked_add(self.hang_up_after)
+                .filter(|at| *at < deadline),
+            _ => None,
+        };
         let mut table = self.lock();
         let token = table.next_token;
         table.next_token += 1;
@@ -333,43 +356,58 @@ impl<T: Parkable> Parker<T> {
                 item,
                 deadline,
                 watch,
+                arm_at,
             },
         );
         table.deadlines.push(Reverse((deadline, token)));
-        // Registering under the lock keeps a readiness event from racing
-        // ahead of the insert it refers to. A connection parked before is
-        // still registered, disarmed by EPOLLONESHOT when it fired: re-arming
-        // it is one call, where deregistering on wake-up and registering
-        // again would be two. The kernel drops the registration itself when
-        // the connection closes, so a new connection on a reused descriptor
-        // number gets ENOENT here and is added.
+        let wakes_at = match arm_at {
+            Some(at) => {
+                table.deadlines.push(Reverse((at, token)));
+                at
+            }
+            None => {
+                // Registering under the lock keeps a readiness event from
+                // racing ahead of the insert it refers to.
+                if let Err(e) = self.arm(fd, token, watch) {
+                    let entry = table.entries.remove(&token);
+                    drop(table);
+                    return match entry {
+                        Some(entry) => Err((entry.item, e)),
+                        None => Ok(Token(token)),
+                    };
+                }
+                deadline
+            }
+        };
+        drop(table);
+        // The parker sleeps until the earliest time it knew of; wake it
+        // only when this one comes sooner.
+        if earliest.is_none_or(|d| wakes_at < d) {
+            self.wake();
+        }
+        Ok(Token(token))
+    }
+
+    /// Arms `fd`'s one-shot registration for `watch`, as `token`. A
+    /// connection parked before is still registered, disarmed by
+    /// EPOLLONESHOT when it fired: re-arming it is one call, where
+    /// deregistering on wake-up and registering again would be two. The
+    /// kernel drops the registration itself when the connection closes, so
+    /// a new connection on a reused descriptor number gets ENOENT here and
+    /// is added.
+    fn arm(&self, fd: RawFd, token: u64, watch: Watch) -> io::Result<()> {
         let wanted = match watch {
             Watch::Readable => libc::EPOLLIN | libc::EPOLLRDHUP,
             // EPOLLHUP and EPOLLERR are always reported.
             Watch::HangUp => libc::EPOLLRDHUP,
         };
         let events = (wanted | libc::EPOLLONESHOT) as u32;
-        let armed = match self.ctl(libc::EPOLL_CTL_MOD, fd, token, events) {
+        match self.ctl(libc::EPOLL_CTL_MOD, fd, token, events) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
                 self.ctl(libc::EPOLL_CTL_ADD, fd, token, events)
             }
             other => other,
-        };
-        if let Err(e) = armed {
-            let entry = table.entries.remove(&token);
-            drop(table);
-            return match entry {
-                Some(entry) => Err((entry.item, e)),
-                None => Ok(Token(token)),
-            };
         }
-        drop(table);
-        // The parker sleeps until the earliest deadline it knew of; wake it
-        // only when this one comes sooner.
-        if earliest.is_none_or(|d| deadline < d) {
-            self.wake();
-        }
-        Ok(Token(token))
     }
 
     /// Takes back the item parked as `token`, if it is still parked (it may
@@ -416,11 +454,13 @@ impl<T: Parkable> Parker<T> {
         table.entries.remove(&token).map(|e| e.item)
     }
 
-    /// Takes an item whose registration is still armed, disarming it so a
-    /// late readiness event cannot name a token that is gone.
+    /// Takes an item whose registration may still be armed, disarming it
+    /// so a late readiness event cannot name a token that is gone.
     fn take(&self, table: &mut Table<T>, token: u64) -> Option<T> {
         let entry = table.entries.remove(&token)?;
-        let _ = self.ctl(libc::EPOLL_CTL_DEL, entry.item.as_raw_fd(), token, 0);
+        if entry.arm_at.is_none() {
+            let _ = self.ctl(libc::EPOLL_CTL_DEL, entry.item.as_raw_fd(), token, 0);
+        }
         Some(entry.item)
     }
 
@@ -507,13 +547,25 @@ impl<T: Parkable> Parker<T> {
     fn take_expired(&self, now: Instant) -> Vec<T> {
         let mut table = self.lock();
         let mut expired = Vec::new();
-        while let Some(&Reverse((deadline, token))) = table.deadlines.peek() {
-            if deadline > now {
+        while let Some(&Reverse((at, token))) = table.deadlines.peek() {
+            if at > now {
                 break;
             }
             table.deadlines.pop();
-            if let Some(item) = self.take(&mut table, token) {
-                expired.push(item);
+            let Some(entry) = table.entries.get_mut(&token) else {
+                continue;
+            };
+            if entry.deadline <= now {
+                if let Some(item) = self.take(&mut table, token) {
+                    expired.push(item);
+                }
+            } else if entry.arm_at.take().is_some() {
+                // Its peer is watched from now on. Should that fail, it
+                // just goes unwatched: its answer or its deadline ends
+                // its wait all the same.
+                if let Err(e) = self.arm(entry.item.as_raw_fd(), token, entry.watch) {
+                    log::debug!("cannot watch a waiting connection: {e}");
+                }
             }
         }
         // Tokens of items that left early stay in the heap until their
@@ -524,7 +576,10 @@ impl<T: Parkable> Parker<T> {
             let live: Vec<_> = table
                 .entries
                 .iter()
-                .map(|(t, e)| Reverse((e.deadline, *t)))
+                .flat_map(|(t, e)| {
+                    let arm = e.arm_at.map(|at| Reverse((at, *t)));
+                    std::iter::once(Reverse((e.deadline, *t))).chain(arm)
+                })
                 .collect();
             table.deadlines = live.into();
         }
@@ -536,6 +591,19 @@ impl<T: Parkable> Parker<T> {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    /// Parks `item`, which must succeed.
+    fn park(
+        parker: &Parker<UnixStream>,
+        item: UnixStream,
+        deadline: Instant,
+        watch: Watch,
+    ) -> Token {
+        parker
+            .park(item, deadline, watch)
+            .map_err(|(_, e)| e)
+            .expect("park")
+    }
 
     struct Sink(mpsc::Sender<(&'static str, UnixStream)>);
     impl Dispatch<UnixStream> for Sink {
@@ -552,7 +620,8 @@ mod tests {
 
     #[test]
     fn readable_item_is_dispatched_and_quiet_one_expires() {
-        let parker = std::sync::Arc::new(Parker::<UnixStream>::new().expect("parker"));
+        let parker =
+            std::sync::Arc::new(Parker::<UnixStream>::new(Duration::ZERO).expect("parker"));
         let (tx, rx) = mpsc::channel();
         let p = parker.clone();
         let runner = std::thread::spawn(move || p.run(&Sink(tx), Duration::from_millis(50)));
@@ -560,18 +629,13 @@ mod tests {
         let (a, mut a_peer) = UnixStream::pair().expect("pair");
         let (b, _b_peer) = UnixStream::pair().expect("pair");
         let far = Instant::now() + Duration::from_secs(60);
-        parker
-            .park(a, far, Watch::Readable)
-            .map_err(|(_, e)| e)
-            .expect("park a");
-        parker
-            .park(
-                b,
-                Instant::now() + Duration::from_millis(30),
-                Watch::Readable,
-            )
-            .map_err(|(_, e)| e)
-            .expect("park b");
+        park(&parker, a, far, Watch::Readable);
+        park(
+            &parker,
+            b,
+            Instant::now() + Duration::from_millis(30),
+            Watch::Readable,
+        );
         let (what, _) = rx.recv_timeout(Duration::from_secs(5)).expect("b expires");
         assert_eq!(what, "expired");
         a_peer.write_all(b"x").expect("write");
@@ -580,10 +644,7 @@ mod tests {
         assert!(parker.is_empty());
 
         let (c, _c_peer) = UnixStream::pair().expect("pair");
-        parker
-            .park(c, far, Watch::Readable)
-            .map_err(|(_, e)| e)
-            .expect("park c");
+        park(&parker, c, far, Watch::Readable);
         parker.quit();
         let (what, _) = rx
             .recv_timeout(Duration::from_secs(5))
@@ -594,7 +655,8 @@ mod tests {
 
     #[test]
     fn hang_up_items_ignore_data_outlive_stop_and_can_be_unparked() {
-        let parker = std::sync::Arc::new(Parker::<UnixStream>::new().expect("parker"));
+        let parker =
+            std::sync::Arc::new(Parker::<UnixStream>::new(Duration::ZERO).expect("parker"));
         let (tx, rx) = mpsc::channel();
         let p = parker.clone();
         let runner = std::thread::spawn(move || p.run(&Sink(tx), Duration::from_millis(50)));
@@ -602,16 +664,10 @@ mod tests {
 
         // Pipelined bytes do not wake a waiting item; its peer leaving does.
         let (a, mut a_peer) = UnixStream::pair().expect("pair");
-        parker
-            .park(a, far, Watch::HangUp)
-            .map_err(|(_, e)| e)
-            .expect("park a");
+        park(&parker, a, far, Watch::HangUp);
         a_peer.write_all(b"next request").expect("write");
         let (b, b_peer) = UnixStream::pair().expect("pair");
-        parker
-            .park(b, far, Watch::HangUp)
-            .map_err(|(_, e)| e)
-            .expect("park b");
+        park(&parker, b, far, Watch::HangUp);
         drop(b_peer);
         let (what, _) = rx.recv_timeout(Duration::from_secs(5)).expect("b hung up");
         assert_eq!(what, "ready");
@@ -620,10 +676,7 @@ mod tests {
         // Stop abandons readable items only; a waiting one stays until it
         // is unparked by whoever has its answer.
         let (c, _c_peer) = UnixStream::pair().expect("pair");
-        parker
-            .park(c, far, Watch::Readable)
-            .map_err(|(_, e)| e)
-            .expect("park c");
+        park(&parker, c, far, Watch::Readable);
         parker.stop();
         let (what, _) = rx
             .recv_timeout(Duration::from_secs(5))
@@ -632,10 +685,7 @@ mod tests {
         let (d, _d_peer) = UnixStream::pair().expect("pair");
         assert!(parker.park(d, far, Watch::Readable).is_err(), "stopped");
         let (e, _e_peer) = UnixStream::pair().expect("pair");
-        let e_token = parker
-            .park(e, far, Watch::HangUp)
-            .map_err(|(_, e)| e)
-            .expect("a waiting item may still park");
+        let e_token = park(&parker, e, far, Watch::HangUp);
         assert!(parker.unpark(e_token).is_some());
         assert!(parker.unpark(e_token).is_none(), "taken once");
         assert_eq!(parker.len(), 1);
@@ -645,6 +695,54 @@ mod tests {
             .recv_timeout(Duration::from_secs(5))
             .expect("a abandoned");
         assert_eq!(what, "abandoned");
+        runner.join().expect("runner");
+        assert!(rx.try_recv().is_err(), "nothing else was dispatched");
+    }
+
+    #[test]
+    fn a_hang_up_item_is_watched_only_once_it_has_waited_the_delay() {
+        let delay = Duration::from_millis(200);
+        let parker = std::sync::Arc::new(Parker::<UnixStream>::new(delay).expect("parker"));
+        let (tx, rx) = mpsc::channel();
+        let p = parker.clone();
+        let runner = std::thread::spawn(move || p.run(&Sink(tx), Duration::from_millis(50)));
+        let far = Instant::now() + Duration::from_secs(60);
+        let registered = |fd: RawFd| {
+            parker
+                .ctl(libc::EPOLL_CTL_DEL, fd, 0, 0)
+                .map_err(|e| e.raw_os_error())
+        };
+
+        // Taken back before its watch began: it was never registered.
+        let (a, _a_peer) = UnixStream::pair().expect("pair");
+        let a_token = park(&parker, a, far, Watch::HangUp);
+        let a = parker.unpark(a_token).expect("a was parked");
+        assert_eq!(registered(a.as_raw_fd()), Err(Some(libc::ENOENT)));
+
+        // A peer gone at once is seen when the watch begins, not before.
+        let parked = Instant::now();
+        let (b, b_peer) = UnixStream::pair().expect("pair");
+        park(&parker, b, far, Watch::HangUp);
+        drop(b_peer);
+        let (what, b) = rx.recv_timeout(Duration::from_secs(5)).expect("b hung up");
+        assert_eq!(what, "ready");
+        assert!(
+            parked.elapsed() >= delay,
+            "seen after {:?}",
+            parked.elapsed()
+        );
+        // It was registered to be seen; `a`'s watch, due before, never was.
+        assert_eq!(registered(b.as_raw_fd()), Ok(()));
+        assert_eq!(registered(a.as_raw_fd()), Err(Some(libc::ENOENT)));
+
+        // A deadline before the watch would begin: it expires, unwatched.
+        let (c, _c_peer) = UnixStream::pair().expect("pair");
+        park(&parker, c, Instant::now() + delay / 4, Watch::HangUp);
+        let (what, c) = rx.recv_timeout(Duration::from_secs(5)).expect("c expired");
+        assert_eq!(what, "expired");
+        assert_eq!(registered(c.as_raw_fd()), Err(Some(libc::ENOENT)));
+
+        parker.quit();
         runner.join().expect("runner");
         assert!(rx.try_recv().is_err(), "nothing else was dispatched");
     }

@@ -58,13 +58,22 @@ const DRAIN_EXTEND_BY: Duration = Duration::from_secs(5);
 /// The one-line `STATUS=` text.
 type StatusFn = Box<dyn Fn() -> String + Send + Sync>;
 
+/// How long a request waits for its answer before the parker watches for
+/// its client leaving (see [`Watch::HangUp`]). A client gone sooner is
+/// seen then: it holds its descriptor and its place among
+/// `--max-waiting` that much longer, while every wait shorter than this,
+/// the usual one, costs no system call for its watch.
+const WATCH_WAITERS_AFTER: Duration = Duration::from_secs(1);
+
 /// The longest pause after accept fails for lack of descriptors or memory.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 /// A connection and the index of the handler of the listener that
 /// accepted it.
 struct Client {
-    conn: Connection<TcpStream>,
+    /// Boxed: a client moves between the queue, a worker and the parker
+    /// several times per request, and a connection is some 700 bytes.
+    conn: Box<Connection<TcpStream>>,
     site: usize,
     /// Whether it waits in the queue after a requeue.
     requeued: bool,
@@ -305,7 +314,7 @@ impl Server {
                 .build(),
             queue: Mutex::new(VecDeque::new()),
             slots: Slots::new(Slots::cpus(), config.workers),
-            parker: Parker::new()?,
+            parker: Parker::new(WATCH_WAITERS_AFTER)?,
             health: health.clone(),
         });
         let parker_thread = {
@@ -971,7 +980,7 @@ impl Acceptor<'_> {
         submit(
             shared,
             Client {
-                conn,
+                conn: Box::new(conn),
                 site,
                 requeued: false,
                 waiting: None,

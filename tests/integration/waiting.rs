@@ -217,8 +217,10 @@ fn pipelined_requests_behind_a_waiting_one_are_answered_in_order() {
     // neither end the wait nor be answered before it. The parker reports
     // readiness in the order it comes, so once it has handed over `other`,
     // made readable after these bytes arrived, it would have handed over
-    // `c` too, were it watching for bytes; once no worker is busy, whatever
-    // a worker did with it is done.
+    // `c` too, were it watching `c` for bytes; once no worker is busy,
+    // whatever a worker did with it is done. (The parker watches a waiting
+    // connection only after a while; that its watch ignores bytes is
+    // `poller`'s unit test.)
     c.send(get("/later/3") + &get("/fast/4"));
     assert_eq!(other.get("/fast/other").status, 200);
     assert!(
