@@ -15,7 +15,7 @@
 //! find every answer queued, and write them back to back.
 //!
 //! Only the thread that gathers defers anything, and for at most
-//! [`MAX_DEFER`] from the start of its run: past it, hand-offs go out as
+//! [`MAX_DEFER`] from its first hand-off: past it, hand-offs go out as
 //! they come, so that a long run (tens of thousands of waiters, or a
 //! subscriber that blocks) does not hold the first answers back. A
 //! subscriber that blocks still holds back the answers handed over before
@@ -28,7 +28,7 @@
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-/// How long from its start a run may defer hand-offs. A thousand waiters
+/// How long from its first hand-off a run may defer them. A thousand waiters
 /// are handed over in about 3 ms on a slow virtual CPU (BENCHMARKS.md).
 pub(crate) const MAX_DEFER: Duration = Duration::from_millis(5);
 
@@ -38,7 +38,9 @@ type Kick = (usize, Box<dyn FnOnce()>);
 
 /// The run this thread is in.
 struct Run {
-    started: Instant,
+    /// When it first deferred a hand-off: a run may begin long before its
+    /// answers do (a fetch's run spans the fetch).
+    started: Option<Instant>,
     kicks: Vec<Kick>,
 }
 
@@ -54,7 +56,7 @@ pub(crate) fn gathered<R>(f: impl FnOnce() -> R) -> R {
     }
     RUN.with(|r| {
         *r.borrow_mut() = Some(Run {
-            started: Instant::now(),
+            started: None,
             kicks: Vec::new(),
         })
     });
@@ -68,12 +70,11 @@ pub(crate) fn active() -> bool {
 }
 
 /// Whether a hand-off made now may be left to the end of this thread's
-/// run: it is in one, begun less than [`MAX_DEFER`] ago.
+/// run: it is in one, and asked this first less than [`MAX_DEFER`] ago.
 pub(crate) fn deferring() -> bool {
-    RUN.with(|r| {
-        r.borrow()
-            .as_ref()
-            .is_some_and(|run| run.started.elapsed() < MAX_DEFER)
+    RUN.with(|r| match &mut *r.borrow_mut() {
+        Some(run) => run.started.get_or_insert_with(Instant::now).elapsed() < MAX_DEFER,
+        None => false,
     })
 }
 

@@ -425,11 +425,18 @@ impl Lookup {
     ) {
         let me = self.clone();
         let reply = Pending::new(reply);
+        // The client that led the fill is answered in the same gathered
+        // run as those that joined it (see `crate::gather`): answered
+        // after the run, it would be handed over behind all of theirs,
+        // and wait for a worker to write them and take up their
+        // connections first.
         let job = move || {
-            let resp = me.run_fill(filler, &key, stale.as_ref());
-            if let Some(reply) = reply.take() {
-                reply.send(resp);
-            }
+            crate::gather::gathered(|| {
+                let resp = me.run_fill(filler, &key, stale.as_ref());
+                if let Some(reply) = reply.take() {
+                    reply.send(resp);
+                }
+            })
         };
         // A full queue drops the job: its filler fails the joiners (not
         // remembered) and its reply answers 503.
