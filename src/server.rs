@@ -796,8 +796,57 @@ impl Resumer {
 fn resume(shared: &Arc<Shared>, token: Token) {
     if let Some(c) = shared.parker.unpark(token) {
         Metrics::dec(&shared.metrics.connections_parked);
+        if shared.slots.per_cpu() == 1 && crate::gather::deferring() {
+            answer_at_end_of_run(shared, c);
+            return;
+        }
         submit(shared, c);
     }
+}
+
+thread_local! {
+    /// Waiting connections whose answers this thread writes when its
+    /// gathered run ends, each with the server it belongs to.
+    static TO_ANSWER: std::cell::RefCell<Vec<(usize, Client)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Leaves a waiting connection whose answer came to this thread, which is
+/// answering many at once, for it to write itself when its run ends
+/// ([`answer_gathered`]). Only where the pool has one slot, a process on
+/// one CPU: a worker there would only take turns with this thread, and
+/// each hand-over to it costs a queue and the worker's bookkeeping before
+/// its write; with more CPUs, workers on the others write the answers
+/// while this thread hands them over.
+fn answer_at_end_of_run(shared: &Arc<Shared>, c: Client) {
+    let key = Arc::as_ptr(shared) as usize;
+    TO_ANSWER.with(|t| t.borrow_mut().push((key, c)));
+    let s = shared.clone();
+    // Keyed apart from the queue's kick, which is the pointer itself.
+    if !crate::gather::defer(key + 1, move || answer_gathered(&s)) {
+        answer_gathered(shared);
+    }
+}
+
+/// Writes the answers left by [`answer_at_end_of_run`], back to back and
+/// without waiting for room, then queues their connections for their next
+/// requests (and a worker for what the sockets did not take at once).
+fn answer_gathered(shared: &Arc<Shared>) {
+    let key = Arc::as_ptr(shared) as usize;
+    let (mut mine, others): (Vec<_>, Vec<_>) = TO_ANSWER
+        .with(|t| std::mem::take(&mut *t.borrow_mut()))
+        .into_iter()
+        .partition(|(k, _)| *k == key);
+    TO_ANSWER.with(|t| t.borrow_mut().extend(others));
+    for (_, c) in &mut mine {
+        if c.conn.answer_now(&ctx(shared, c.site, &|| true)) {
+            c.waiting = None;
+        }
+        Metrics::inc(&shared.metrics.connections_queued);
+        shared.health.job_queued();
+    }
+    crate::unwind::lock(&shared.queue).extend(mine.into_iter().map(|(_, c)| c));
+    start_if_free(shared);
 }
 
 /// Whether part of a request has arrived on `c`, so shutdown must let it

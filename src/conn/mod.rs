@@ -248,6 +248,8 @@ pub struct Connection<T> {
     requeued: u8,
     /// The request whose answer comes later, while it waits.
     waiting: Option<Waiting>,
+    /// Its answer, begun by the thread that answered it.
+    early: Option<Early>,
     /// The fronts to believe about the client, if the peer is one of them.
     front: Option<Arc<TrustedProxies>>,
     _open: Option<GaugeGuard>,
@@ -280,6 +282,7 @@ impl<T> Connection<T> {
             served: 0,
             requeued: 0,
             waiting: None,
+            early: None,
             front: None,
             _open: None,
         }
@@ -323,6 +326,18 @@ impl<T> Connection<T> {
             Some(w) => w.later.on_ready(wake),
             None => wake(),
         }
+    }
+
+    /// Writes the waiting request's answer now, from the thread that
+    /// answered it, as far as the socket takes it without waiting; the
+    /// next [`serve`] writes the rest and goes on with the connection.
+    /// Returns whether it wrote: not if the answer has not come or is a
+    /// stream, which [`serve`] then sends whole.
+    pub fn answer_now<C: Clock>(&mut self, ctx: &Ctx<'_, C>) -> bool
+    where
+        T: Transport,
+    {
+        respond::answer_now(self, ctx)
     }
 
     /// When this connection gives up waiting, and how. The parker and the
@@ -390,7 +405,12 @@ pub fn serve<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) ->
     // Right after a response the next request has rarely arrived yet, so a
     // read would only say so; wait for readiness first instead.
     let mut wait_first = false;
-    if let Some(w) = c.waiting.take() {
+    if let Some(early) = c.early.take() {
+        if !finish_early(c, ctx, early) {
+            return close(c);
+        }
+        wait_first = true;
+    } else if let Some(w) = c.waiting.take() {
         match resume(c, ctx, w) {
             Some(true) => wait_first = true,
             Some(false) => return close(c),
@@ -630,5 +650,5 @@ mod respond;
 #[cfg(test)]
 mod tests;
 
+use respond::{finish_early, respond, resume, Answered, Early};
 pub use respond::{give_up, write_all};
-use respond::{respond, resume, Answered};

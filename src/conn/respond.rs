@@ -174,10 +174,10 @@ fn send<T: Transport, C: Clock>(
     started: Instant,
     unix_time: i64,
 ) -> bool {
-    let closing = ctx.draining.load(Ordering::Relaxed) || ctx.shutdown.load(Ordering::Relaxed);
-    let (outcome, sent) = with_head_buffer(|head| {
+    let closing = closing(ctx);
+    let (keep_alive, written) = with_head_buffer(|head| {
         let outcome = c.http.write_head(&resp, closing, head);
-        let sent = match (outcome.framing, resp.take_body()) {
+        let written = match (outcome.framing, resp.take_body()) {
             (BodyFraming::None, _) => write_all(
                 &mut c.io,
                 ctx,
@@ -203,36 +203,78 @@ fn send<T: Transport, C: Clock>(
                 .map(|()| bytes.len() as u64)
             }
         };
-        (outcome, sent)
+        (outcome.keep_alive, written)
     });
-    ctx.metrics.count_status(resp.status());
+    let sent = Sent::of(&resp, keep_alive, started, unix_time);
+    record(c, ctx, req, &sent, written)
+}
+
+/// Whether responses close their connections: shutdown was asked for.
+fn closing<C: Clock>(ctx: &Ctx<'_, C>) -> bool {
+    ctx.draining.load(Ordering::Relaxed) || ctx.shutdown.load(Ordering::Relaxed)
+}
+
+/// What is logged and counted of a response once it is out.
+pub(super) struct Sent {
+    status: u16,
+    upstream_time: Option<Duration>,
+    /// Whether the connection persists after it.
+    keep_alive: bool,
+    /// When its request was read, and the wall clock then.
+    started: Instant,
+    unix_time: i64,
+}
+
+impl Sent {
+    fn of(resp: &Response, keep_alive: bool, started: Instant, unix_time: i64) -> Sent {
+        Sent {
+            status: resp.status(),
+            upstream_time: resp.upstream_time(),
+            keep_alive,
+            started,
+            unix_time,
+        }
+    }
+}
+
+/// Counts and logs a response that went out (`written`: its body's bytes)
+/// or failed to, and readies the connection for its next request. Returns
+/// whether the connection persists.
+fn record<T: Transport, C: Clock>(
+    c: &mut Connection<T>,
+    ctx: &Ctx<'_, C>,
+    req: &Request,
+    sent: &Sent,
+    written: io::Result<u64>,
+) -> bool {
+    ctx.metrics.count_status(sent.status);
     let done = ctx.clock.now();
     if let Some(log) = ctx.access_log {
         log.record(&Record {
             peer: req.client_addr(),
-            unix_time,
+            unix_time: sent.unix_time,
             method: req.method(),
             target: req.target(),
             version: req.version().as_str(),
-            status: resp.status(),
-            bytes: *sent.as_ref().unwrap_or(&0),
+            status: sent.status,
+            bytes: *written.as_ref().unwrap_or(&0),
             referer: req.header("referer"),
             user_agent: req.header("user-agent"),
-            micros: done.saturating_duration_since(started).as_micros(),
-            upstream_micros: resp.upstream_time().map(|t| t.as_micros()),
+            micros: done.saturating_duration_since(sent.started).as_micros(),
+            upstream_micros: sent.upstream_time.map(|t| t.as_micros()),
         });
     }
     c.last_progress = done;
     c.head_deadline = None;
     c.body_started = None;
     c.served += 1;
-    match sent {
+    match written {
         Ok(n) => {
             ctx.metrics
                 .bytes_sent
                 .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
             c.http.response_sent();
-            outcome.keep_alive
+            sent.keep_alive
         }
         Err(e) => {
             if e.kind() == io::ErrorKind::TimedOut {
@@ -242,6 +284,123 @@ fn send<T: Transport, C: Clock>(
             false
         }
     }
+}
+
+/// An answer begun by the thread that answered a waiting request
+/// ([`answer_now`]), for a worker to take up.
+pub(super) struct Early {
+    /// The request, which the worker drops: it and its response were
+    /// allocated on other threads, and freeing them, cold by then, was a
+    /// third of the answering thread's time between two answers
+    /// (BENCHMARKS.md).
+    waiting: Waiting,
+    /// The response, its body still in it.
+    resp: Response,
+    sent: Sent,
+    /// Whether the connection persists, once the answer is written whole
+    /// and logged; `None` while the socket has not taken all of it.
+    done: Option<bool>,
+    /// The rest of the head, and the body's bytes still to go (none for
+    /// `HEAD`, 304 and the like).
+    rest: (Vec<u8>, std::ops::Range<usize>),
+}
+
+/// Writes the answer to a waiting request on the thread that answered it,
+/// as far as the socket takes it without waiting, and leaves the rest
+/// (usually nothing) and the connection's next request to a worker.
+/// Returns whether it wrote: not if the answer has not come, or its body
+/// is a stream (whose reads may block), which a worker then sends as
+/// before.
+pub(super) fn answer_now<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) -> bool {
+    let Some(waiting) = c.waiting.take() else {
+        return false;
+    };
+    let Some(resp) = waiting.later.take_if(|r| r.body().as_slice().is_some()) else {
+        c.waiting = Some(waiting);
+        return false;
+    };
+    let closing = closing(ctx);
+    let (sent, written, rest) = with_head_buffer(|head| {
+        let outcome = c.http.write_head(&resp, closing, head);
+        let bytes = match outcome.framing {
+            BodyFraming::None => &[][..],
+            _ => resp.body().as_slice().unwrap_or_default(),
+        };
+        let written = write_now(&mut c.io, &mut [IoSlice::new(head), IoSlice::new(bytes)]);
+        let rest = match written {
+            Ok(n) if n < head.len() + bytes.len() => Some((
+                head.get(n..).unwrap_or_default().to_vec(),
+                n.saturating_sub(head.len())..bytes.len(),
+            )),
+            _ => None,
+        };
+        let sent = Sent::of(
+            &resp,
+            outcome.keep_alive,
+            waiting.started,
+            waiting.unix_time,
+        );
+        (sent, written.map(|_| bytes.len() as u64), rest)
+    });
+    let (done, rest) = match rest {
+        None => (
+            Some(record(c, ctx, &waiting.req, &sent, written)),
+            Default::default(),
+        ),
+        Some(rest) => (None, rest),
+    };
+    c.early = Some(Early {
+        waiting,
+        resp,
+        sent,
+        done,
+        rest,
+    });
+    true
+}
+
+/// Takes up an answer begun by [`answer_now`]: writes what is left of it,
+/// waiting for room as a worker may, and logs it. Returns whether the
+/// connection persists.
+pub(super) fn finish_early<T: Transport, C: Clock>(
+    c: &mut Connection<T>,
+    ctx: &Ctx<'_, C>,
+    early: Early,
+) -> bool {
+    if let Some(keep_alive) = early.done {
+        return keep_alive;
+    }
+    let (head, body) = &early.rest;
+    let bytes = early.resp.body().as_slice().unwrap_or_default();
+    let rest = bytes.get(body.clone()).unwrap_or_default();
+    let written = write_all(
+        &mut c.io,
+        ctx,
+        &mut [IoSlice::new(head), IoSlice::new(rest)],
+        ctx.timeouts.write,
+    )
+    .map(|()| body.end as u64);
+    record(c, ctx, &early.waiting.req, &early.sent, written)
+}
+
+/// Writes what the socket takes now of `bufs`, without waiting for room:
+/// how many bytes that was.
+fn write_now<T: Transport>(io: &mut T, mut bufs: &mut [IoSlice<'_>]) -> io::Result<usize> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    let mut total = 0;
+    while !bufs.is_empty() {
+        match io.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                total += n;
+                IoSlice::advance_slices(&mut bufs, n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(total)
 }
 
 /// The largest head buffer a thread keeps for its next response.

@@ -85,9 +85,15 @@ impl Later {
 
     /// The reply, if it has come; at most once.
     pub fn take(&self) -> Option<Response> {
+        self.take_if(|_| true)
+    }
+
+    /// The reply, if it has come and `wanted` says yes to it; at most
+    /// once. Left in place otherwise, for a later [`Later::take`].
+    pub(crate) fn take_if(&self, wanted: impl FnOnce(&Response) -> bool) -> Option<Response> {
         let mut state = self.slot.lock();
         match std::mem::replace(&mut *state, State::Done) {
-            State::Ready(resp) => Some(resp),
+            State::Ready(resp) if wanted(&resp) => Some(resp),
             other => {
                 *state = other;
                 None

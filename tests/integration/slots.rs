@@ -205,9 +205,9 @@ fn on_one_cpu_coalesced_answers_are_handed_over_at_the_end_of_the_fill() {
     let gate = Gate::default();
     let held = gate.clone();
     let up = Upstream::start(move |_, _| Reply::After(held.clone(), ok("value", &[])));
-    // One CPU, so one slot, and the fetch thread that completes the fill
-    // has no CPU to spare for a worker: every answer waits in the queue
-    // until the hand-off at the end of its run.
+    // One CPU, so one slot: the fetch thread that completes the fill
+    // writes every answer itself at the end of its run, and only then
+    // queues the connections for a worker.
     let mut proc = crate::support::spawn_bin(
         &["--proxy", &route("/", &up)],
         Some(&["taskset", "-c", &first_allowed_cpu()]),
@@ -248,5 +248,59 @@ fn on_one_cpu_coalesced_answers_are_handed_over_at_the_end_of_the_fill() {
     // Had that hand-off been lost, the answers would have sat in the queue
     // until the parker's stall watch found them, a second later.
     assert_eq!(gauge("corral_worker_stalls_total"), 0.0);
+    assert_eq!(up.requests(), 1);
+}
+
+#[test]
+fn on_one_cpu_answers_larger_than_a_socket_takes_at_once_are_finished_by_a_worker() {
+    use crate::upstream::{ok, route, Gate, Reply, Upstream, HANG};
+    const WAITERS: usize = 3;
+    // Larger than a loopback socket's send buffer grows to (4 MiB at most
+    // by default), so the thread answering the waiters cannot write any
+    // of them whole without waiting, and leaves the rest to a worker.
+    let body = "0123456789abcdef".repeat(1 << 20);
+    let gate = Gate::default();
+    let held = gate.clone();
+    let answer = ok(&body, &[]);
+    let up = Upstream::start(move |_, _| Reply::After(held.clone(), answer.clone()));
+    let mut proc = crate::support::spawn_bin(
+        &["--proxy", &route("/", &up)],
+        Some(&["taskset", "-c", &first_allowed_cpu()]),
+    );
+    let admin = proc.admin_addr();
+    let waiting = || {
+        let text = Client::connect(admin)
+            .get_with("/metrics", &[("Connection", "close")])
+            .text();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("corral_requests_waiting ")?
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_default()
+    };
+    let mut clients: Vec<Client> = (0..WAITERS).map(|_| Client::connect(proc.addr)).collect();
+    for c in &mut clients {
+        c.send("GET /big HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    assert!(
+        wait_until(HANG, || waiting() == WAITERS as f64),
+        "every request should wait for the fill"
+    );
+    gate.open();
+    for c in &mut clients {
+        let r = c.response();
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body == body.as_bytes(),
+            "a body of {} bytes",
+            r.body.len()
+        );
+        // The connection goes on after the answer.
+        let r = c.get("/big");
+        assert_eq!((r.status, r.header("x-cache")), (200, Some("hit")));
+        assert_eq!(r.body.len(), body.len());
+    }
     assert_eq!(up.requests(), 1);
 }
