@@ -12,7 +12,9 @@
 //! their closes) while answers wait to be handed over. So the answering
 //! thread marks the run ([`gathered`]), and a hand-off made inside it may
 //! leave the start of a worker to its end ([`defer`]): the workers then
-//! find every answer queued, and write them back to back.
+//! find every answer queued, and write them back to back. (On one CPU the
+//! answering thread keeps the answers and writes them itself when the run
+//! ends: see `server::answer_at_end_of_run`.)
 //!
 //! Only the thread that gathers defers anything, and for at most
 //! [`MAX_DEFER`] from its first hand-off: past it, hand-offs go out as
@@ -100,8 +102,15 @@ struct End;
 impl Drop for End {
     fn drop(&mut self) {
         let run = RUN.with(|r| r.borrow_mut().take());
+        // Each on its own: one that panics must not keep the others (which
+        // may answer another server's clients) from running.
         for (_, kick) in run.map(|r| r.kicks).unwrap_or_default() {
-            kick();
+            if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(kick)) {
+                log::error!(
+                    "a hand-off at the end of a run panicked: {}",
+                    crate::unwind::panic_message(p.as_ref())
+                );
+            }
         }
     }
 }

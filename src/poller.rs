@@ -190,8 +190,8 @@ pub enum Watch {
     /// the answer takes the item back with [`Parker::unpark`].
     ///
     /// The peer is watched only once the item has been parked for the
-    /// delay given to [`Parker::new`]; a peer gone before then is seen
-    /// then. Most waits are short (a value computed in well under a
+    /// delay given to [`Parker::new`] (never, if its deadline comes
+    /// first); a peer gone before then is seen then. Most waits are short (a value computed in well under a
     /// second), and watching costs two system calls: one to register, one
     /// to take the registration back when the answer comes, which when a
     /// thousand coalesced requests are answered at once is a tenth of the
@@ -340,10 +340,12 @@ impl<T: Parkable> Parker<T> {
         }
         let fd = item.as_raw_fd();
         let now = Instant::now();
+        // An item whose deadline comes first is never watched: the
+        // deadline ends its wait before the watch would begin.
         let arm_at = match watch {
-            Watch::HangUp if !self.hang_up_after.is_zero() => now
-                .checked_add(self.hang_up_after)
-                .filter(|at| *at < deadline),
+            Watch::HangUp if !self.hang_up_after.is_zero() => {
+                Some(now.checked_add(self.hang_up_after).unwrap_or(deadline))
+            }
             _ => None,
         };
         let mut table = self.lock();
@@ -361,10 +363,11 @@ impl<T: Parkable> Parker<T> {
         );
         table.deadlines.push(Reverse((deadline, token)));
         let wakes_at = match arm_at {
-            Some(at) => {
+            Some(at) if at < deadline => {
                 table.deadlines.push(Reverse((at, token)));
                 at
             }
+            Some(_) => deadline,
             None => {
                 // Registering under the lock keeps a readiness event from
                 // racing ahead of the insert it refers to.
@@ -569,15 +572,19 @@ impl<T: Parkable> Parker<T> {
             }
         }
         // Tokens of items that left early stay in the heap until their
-        // deadline; rebuild when they outnumber the live ones, so a busy
-        // keep-alive connection parking thousands of times a second cannot
-        // grow the heap without bound.
-        if table.deadlines.len() > 2 * table.entries.len() + 1024 {
+        // time (deadline, or when their watch was to begin); rebuild when
+        // they outnumber the live ones (up to two per item: an item not
+        // watched yet has both), so a busy keep-alive connection parking
+        // thousands of times a second cannot grow the heap without bound.
+        if table.deadlines.len() > 4 * table.entries.len() + 1024 {
             let live: Vec<_> = table
                 .entries
                 .iter()
                 .flat_map(|(t, e)| {
-                    let arm = e.arm_at.map(|at| Reverse((at, *t)));
+                    let arm = e
+                        .arm_at
+                        .filter(|at| *at < e.deadline)
+                        .map(|at| Reverse((at, *t)));
                     std::iter::once(Reverse((e.deadline, *t))).chain(arm)
                 })
                 .collect();

@@ -58,12 +58,24 @@ impl Priority {
     /// be lowered already, and must not be lowered twice. A thread already
     /// lower stays where it is (raising it back needs privilege).
     pub(crate) fn apply_from(self, base: i32) -> io::Result<()> {
+        BEHIND.with(|b| b.set(self != Priority::Normal));
         match self {
             Priority::Normal => Ok(()),
             Priority::Low => os::nice_at_least(base.saturating_add(10)),
             Priority::Idle => os::sched_idle(),
         }
     }
+}
+
+thread_local! {
+    /// Whether [`Priority::apply_from`] put this thread behind the workers.
+    static BEHIND: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread was asked to run behind the request workers (`Low`
+/// or `Idle`): a compute lane's thread, unless its priority is `Normal`.
+pub(crate) fn behind_here() -> bool {
+    BEHIND.with(std::cell::Cell::get)
 }
 
 /// Whether the calling thread runs at `SCHED_IDLE`, however it came to

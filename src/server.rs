@@ -735,7 +735,8 @@ fn serve_job(s: &Arc<Shared>, mut c: Client) {
 }
 
 /// Parks `c`, whose request waits for its answer, until the answer comes
-/// (then a worker writes it), its client hangs up, or `deadline` passes.
+/// (then it is written: see [`resume`]), its client hangs up, or
+/// `deadline` passes.
 fn wait(shared: &Arc<Shared>, c: Client, deadline: Instant) {
     let resumer = Arc::new(Resumer::default());
     {
@@ -791,14 +792,24 @@ impl Resumer {
     }
 }
 
-/// Hands a waiting connection whose answer came to a worker, unless the
-/// parker let it go first (its client hung up, or its deadline passed).
+/// Hands a waiting connection whose answer came to a worker, or keeps it
+/// for this thread to write its answer ([`answer_at_end_of_run`]), unless
+/// the parker let it go first (its client hung up, or its deadline
+/// passed).
 fn resume(shared: &Arc<Shared>, token: Token) {
     if let Some(c) = shared.parker.unpark(token) {
         Metrics::dec(&shared.metrics.connections_parked);
-        if shared.slots.per_cpu() == 1 && crate::gather::deferring() {
-            answer_at_end_of_run(shared, c);
-            return;
+        if shared.slots.per_cpu() == 1
+            && !shared.slots.held_here()
+            && !crate::priority::behind_here()
+        {
+            if crate::gather::deferring() {
+                answer_at_end_of_run(shared, c);
+                return;
+            }
+            // The run has gone on too long to keep deferring: the answers
+            // it kept go out now, before this one.
+            answer_gathered(shared);
         }
         submit(shared, c);
     }
@@ -813,11 +824,18 @@ thread_local! {
 
 /// Leaves a waiting connection whose answer came to this thread, which is
 /// answering many at once, for it to write itself when its run ends
-/// ([`answer_gathered`]). Only where the pool has one slot, a process on
-/// one CPU: a worker there would only take turns with this thread, and
+/// ([`answer_gathered`]), or when the run has deferred for too long.
+///
+/// Only where the pool has one slot (a process on one CPU, or with one
+/// worker): a worker there would only take turns with this thread, and
 /// each hand-over to it costs a queue and the worker's bookkeeping before
-/// its write; with more CPUs, workers on the others write the answers
-/// while this thread hands them over.
+/// its write, so the last answer of a thousand went out 12ms after the
+/// upstream's instead of under 10 (BENCHMARKS.md). With more slots,
+/// workers on the other CPUs write the answers while this thread hands
+/// them over. Not on a thread running behind the workers (a compute lane
+/// at `low` or `idle`), which any busy thread may hold off the CPU with
+/// the answers unwritten; nor on a worker that holds the slot (a handler
+/// that completed a fill itself), whose own client comes first.
 fn answer_at_end_of_run(shared: &Arc<Shared>, c: Client) {
     let key = Arc::as_ptr(shared) as usize;
     TO_ANSWER.with(|t| t.borrow_mut().push((key, c)));
@@ -832,6 +850,9 @@ fn answer_at_end_of_run(shared: &Arc<Shared>, c: Client) {
 /// without waiting for room, then queues their connections for their next
 /// requests (and a worker for what the sockets did not take at once).
 fn answer_gathered(shared: &Arc<Shared>) {
+    if TO_ANSWER.with(|t| t.borrow().is_empty()) {
+        return;
+    }
     let key = Arc::as_ptr(shared) as usize;
     let (mut mine, others): (Vec<_>, Vec<_>) = TO_ANSWER
         .with(|t| std::mem::take(&mut *t.borrow_mut()))
@@ -842,6 +863,11 @@ fn answer_gathered(shared: &Arc<Shared>) {
         if c.conn.answer_now(&ctx(shared, c.site, &|| true)) {
             c.waiting = None;
         }
+    }
+    // Counted once answered, so that a panic above leaves no count behind
+    // for connections never queued (the health check would take them for
+    // a stalled queue).
+    for _ in &mine {
         Metrics::inc(&shared.metrics.connections_queued);
         shared.health.job_queued();
     }

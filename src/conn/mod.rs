@@ -248,8 +248,9 @@ pub struct Connection<T> {
     requeued: u8,
     /// The request whose answer comes later, while it waits.
     waiting: Option<Waiting>,
-    /// Its answer, begun by the thread that answered it.
-    early: Option<Early>,
+    /// Its answer, begun by the thread that answered it. Boxed: it is
+    /// there for a moment, and idle connections are many.
+    early: Option<Box<Early>>,
     /// The fronts to believe about the client, if the peer is one of them.
     front: Option<Arc<TrustedProxies>>,
     _open: Option<GaugeGuard>,
@@ -333,7 +334,7 @@ impl<T> Connection<T> {
     /// next [`serve`] writes the rest and goes on with the connection.
     /// Returns whether it wrote: not if the answer has not come or is a
     /// stream, which [`serve`] then sends whole.
-    pub fn answer_now<C: Clock>(&mut self, ctx: &Ctx<'_, C>) -> bool
+    pub(crate) fn answer_now<C: Clock>(&mut self, ctx: &Ctx<'_, C>) -> bool
     where
         T: Transport,
     {
@@ -392,7 +393,8 @@ pub enum Handoff {
     /// A request waits for a later answer ([`Response::later`](crate::Response::later)): park it,
     /// watching only for the client hanging up, until the answer comes
     /// ([`Connection::on_answer`]) or this deadline passes; then serve it
-    /// again, which writes the answer (or the 503) and goes on.
+    /// again, which writes the answer (or the 503, or the rest of an
+    /// answer begun by the thread that had it) and goes on.
     Wait(Instant),
     /// Done: drop it.
     Close,

@@ -1,8 +1,9 @@
 //! The write side of the loop: runs the handler, and writes what it
 //! answers, at once or, for an answer that comes later
 //! ([`Response::later`]), when [`super::serve`] resumes the waiting
-//! request. Every path ends in [`send`], which logs the request once with
-//! its final status.
+//! request (or, for many answers at once on one CPU, when the thread that
+//! has them writes them: [`answer_now`]). Every path ends in [`record`],
+//! which logs the request once with its final status.
 
 use std::io::{self, IoSlice, Read};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -349,13 +350,13 @@ pub(super) fn answer_now<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ct
         ),
         Some(rest) => (None, rest),
     };
-    c.early = Some(Early {
+    c.early = Some(Box::new(Early {
         waiting,
         resp,
         sent,
         done,
         rest,
-    });
+    }));
     true
 }
 
@@ -365,7 +366,7 @@ pub(super) fn answer_now<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ct
 pub(super) fn finish_early<T: Transport, C: Clock>(
     c: &mut Connection<T>,
     ctx: &Ctx<'_, C>,
-    early: Early,
+    early: Box<Early>,
 ) -> bool {
     if let Some(keep_alive) = early.done {
         return keep_alive;

@@ -8,7 +8,7 @@
 //!
 //! | letter | the handler | while parked | the client gets |
 //! |---|---|---|---|
-//! | `a` (or none, or another) | answers later | the answer comes `<digits>` ms into the wait | the answer, or 503 if that is past the deadline |
+//! | `a` (or none, or another) | answers later | the answer comes `<digits>` ms into the wait; odd, the thread that has it writes it ([`Connection::answer_now`], as on one CPU) and the loop takes up the rest | the answer, or 503 if that is past the deadline |
 //! | `l` | answers later | the answer comes as the deadline passes (the wake-up and the parker's expiry race) | the answer |
 //! | `t` | answers later | the deadline passes | 503 with `Retry-After`; the connection goes on |
 //! | `d` | answers later | the [`Reply`] is dropped unsent | 500 |
@@ -305,7 +305,19 @@ pub(super) fn park(
             conn.on_answer(wake);
             clock.advance_to(now + after);
             assert!(!woken.load(Ordering::SeqCst), "woken before the answer");
+            let streamed = answer.body().as_slice().is_none();
             reply.send(answer);
+            if after.as_millis() % 2 == 1 {
+                // As the server on one CPU: the thread that has the answer
+                // writes it, as far as the peer takes it without waiting,
+                // and the loop takes up the rest; a stream is left to it.
+                assert_eq!(
+                    conn.answer_now(ctx),
+                    !streamed,
+                    "the answering thread wrote a streamed answer, or did not write one"
+                );
+                assert_eq!(conn.is_waiting(), streamed, "waiting once answered");
+            }
             Check::None
         }
         Fate::AtDeadline => {

@@ -4,9 +4,10 @@
 //! [`Response::later`] gives the handler a placeholder response to return
 //! and a [`Reply`] to send the real one through, from any thread, whenever
 //! it is ready. The server parks the connection meanwhile (it costs a
-//! connection slot and its buffers, not a thread) and writes the reply on a
-//! worker once it comes. Nothing here does I/O: it is a one-shot slot and
-//! a wake-up hook.
+//! connection slot and its buffers, not a thread) and writes the reply
+//! once it comes, on a worker (or on the thread that sent it, when that
+//! thread answers many at once on one CPU). Nothing here does I/O: it is a
+//! one-shot slot and a wake-up hook.
 //!
 //! ```
 //! use corral::Response;
@@ -26,8 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::Response;
 
-/// What the server runs when the reply arrives: it hands the waiting
-/// connection back to a worker.
+/// What the server runs when the reply arrives: it takes the waiting
+/// connection back for its answer to be written.
 pub type Wake = Box<dyn FnOnce() + Send>;
 
 enum State {
