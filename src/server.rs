@@ -854,13 +854,18 @@ fn answer_gathered(shared: &Arc<Shared>) {
         return;
     }
     let key = Arc::as_ptr(shared) as usize;
-    let (mut mine, others): (Vec<_>, Vec<_>) = TO_ANSWER
-        .with(|t| std::mem::take(&mut *t.borrow_mut()))
-        .into_iter()
-        .partition(|(k, _)| *k == key);
-    TO_ANSWER.with(|t| t.borrow_mut().extend(others));
+    let mut mine = TO_ANSWER.with(|t| std::mem::take(&mut *t.borrow_mut()));
+    // Usually all of them: one server is all a process runs.
+    if mine.iter().any(|(k, _)| *k != key) {
+        let (own, others): (Vec<_>, Vec<_>) = mine.into_iter().partition(|(k, _)| *k == key);
+        TO_ANSWER.with(|t| t.borrow_mut().extend(others));
+        mine = own;
+    }
+    let mut spent = conn::Spent::default();
     for (_, c) in &mut mine {
-        if c.conn.answer_now(&ctx(shared, c.site, &|| true)) {
+        if c.conn
+            .answer_now(&ctx(shared, c.site, &|| true), &mut spent)
+        {
             c.waiting = None;
         }
     }
@@ -873,6 +878,7 @@ fn answer_gathered(shared: &Arc<Shared>) {
     }
     crate::unwind::lock(&shared.queue).extend(mine.into_iter().map(|(_, c)| c));
     start_if_free(shared);
+    drop(spent);
 }
 
 /// Whether part of a request has arrived on `c`, so shutdown must let it

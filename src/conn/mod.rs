@@ -248,9 +248,8 @@ pub struct Connection<T> {
     requeued: u8,
     /// The request whose answer comes later, while it waits.
     waiting: Option<Waiting>,
-    /// Its answer, begun by the thread that answered it. Boxed: it is
-    /// there for a moment, and idle connections are many.
-    early: Option<Box<Early>>,
+    /// Its answer, begun by the thread that answered it.
+    early: Option<Early>,
     /// The fronts to believe about the client, if the peer is one of them.
     front: Option<Arc<TrustedProxies>>,
     _open: Option<GaugeGuard>,
@@ -334,11 +333,13 @@ impl<T> Connection<T> {
     /// next [`serve`] writes the rest and goes on with the connection.
     /// Returns whether it wrote: not if the answer has not come or is a
     /// stream, which [`serve`] then sends whole.
-    pub(crate) fn answer_now<C: Clock>(&mut self, ctx: &Ctx<'_, C>) -> bool
+    /// What the request and its response leave behind goes to `spent`,
+    /// for the caller to drop once it has written all it had to.
+    pub(crate) fn answer_now<C: Clock>(&mut self, ctx: &Ctx<'_, C>, spent: &mut Spent) -> bool
     where
         T: Transport,
     {
-        respond::answer_now(self, ctx)
+        respond::answer_now(self, ctx, spent)
     }
 
     /// When this connection gives up waiting, and how. The parker and the
@@ -652,5 +653,6 @@ mod respond;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use respond::Spent;
 use respond::{finish_early, respond, resume, Answered, Early};
 pub use respond::{give_up, write_all};

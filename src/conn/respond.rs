@@ -289,22 +289,32 @@ fn record<T: Transport, C: Clock>(
 
 /// An answer begun by the thread that answered a waiting request
 /// ([`answer_now`]), for a worker to take up.
-pub(super) struct Early {
-    /// The request, which the worker drops: it and its response were
-    /// allocated on other threads, and freeing them, cold by then, was a
-    /// third of the answering thread's time between two answers
-    /// (BENCHMARKS.md).
+pub(super) enum Early {
+    /// Written whole, and logged; whether the connection persists.
+    Whole(bool),
+    /// The socket did not take all of it: the rest, for the worker to
+    /// write and log.
+    Part(Box<Unsent>),
+}
+
+/// An answer the socket did not take whole at once.
+pub(super) struct Unsent {
     waiting: Waiting,
     /// The response, its body still in it.
     resp: Response,
     sent: Sent,
-    /// Whether the connection persists, once the answer is written whole
-    /// and logged; `None` while the socket has not taken all of it.
-    done: Option<bool>,
-    /// The rest of the head, and the body's bytes still to go (none for
-    /// `HEAD`, 304 and the like).
-    rest: (Vec<u8>, std::ops::Range<usize>),
+    /// The rest of the head.
+    head: Vec<u8>,
+    /// The body's bytes still to go (none for `HEAD`, 304 and the like).
+    body: std::ops::Range<usize>,
 }
+
+/// What answers written by [`answer_now`] leave behind: their requests and
+/// responses, allocated on other threads, for the thread that wrote them
+/// to drop once its last answer is out. Freeing them, cold by then, between
+/// two answers was a third of that thread's time (BENCHMARKS.md).
+#[derive(Default)]
+pub(crate) struct Spent(Vec<(Waiting, Response)>);
 
 /// Writes the answer to a waiting request on the thread that answered it,
 /// as far as the socket takes it without waiting, and leaves the rest
@@ -312,7 +322,11 @@ pub(super) struct Early {
 /// Returns whether it wrote: not if the answer has not come, or its body
 /// is a stream (whose reads may block), which a worker then sends as
 /// before.
-pub(super) fn answer_now<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ctx<'_, C>) -> bool {
+pub(super) fn answer_now<T: Transport, C: Clock>(
+    c: &mut Connection<T>,
+    ctx: &Ctx<'_, C>,
+    spent: &mut Spent,
+) -> bool {
     let Some(waiting) = c.waiting.take() else {
         return false;
     };
@@ -343,20 +357,20 @@ pub(super) fn answer_now<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ct
         );
         (sent, written.map(|_| bytes.len() as u64), rest)
     });
-    let (done, rest) = match rest {
-        None => (
-            Some(record(c, ctx, &waiting.req, &sent, written)),
-            Default::default(),
-        ),
-        Some(rest) => (None, rest),
-    };
-    c.early = Some(Box::new(Early {
-        waiting,
-        resp,
-        sent,
-        done,
-        rest,
-    }));
+    c.early = Some(match rest {
+        None => {
+            let keep_alive = record(c, ctx, &waiting.req, &sent, written);
+            spent.0.push((waiting, resp));
+            Early::Whole(keep_alive)
+        }
+        Some((head, body)) => Early::Part(Box::new(Unsent {
+            waiting,
+            resp,
+            sent,
+            head,
+            body,
+        })),
+    });
     true
 }
 
@@ -366,22 +380,22 @@ pub(super) fn answer_now<T: Transport, C: Clock>(c: &mut Connection<T>, ctx: &Ct
 pub(super) fn finish_early<T: Transport, C: Clock>(
     c: &mut Connection<T>,
     ctx: &Ctx<'_, C>,
-    early: Box<Early>,
+    early: Early,
 ) -> bool {
-    if let Some(keep_alive) = early.done {
-        return keep_alive;
-    }
-    let (head, body) = &early.rest;
-    let bytes = early.resp.body().as_slice().unwrap_or_default();
-    let rest = bytes.get(body.clone()).unwrap_or_default();
+    let u = match early {
+        Early::Whole(keep_alive) => return keep_alive,
+        Early::Part(u) => u,
+    };
+    let bytes = u.resp.body().as_slice().unwrap_or_default();
+    let rest = bytes.get(u.body.clone()).unwrap_or_default();
     let written = write_all(
         &mut c.io,
         ctx,
-        &mut [IoSlice::new(head), IoSlice::new(rest)],
+        &mut [IoSlice::new(&u.head), IoSlice::new(rest)],
         ctx.timeouts.write,
     )
-    .map(|()| body.end as u64);
-    record(c, ctx, &early.waiting.req, &early.sent, written)
+    .map(|()| u.body.end as u64);
+    record(c, ctx, &u.waiting.req, &u.sent, written)
 }
 
 /// Writes what the socket takes now of `bufs`, without waiting for room:

@@ -312,7 +312,7 @@ pub(super) fn park(
                 // writes it, as far as the peer takes it without waiting,
                 // and the loop takes up the rest; a stream is left to it.
                 assert_eq!(
-                    conn.answer_now(ctx),
+                    conn.answer_now(ctx, &mut conn::Spent::default()),
                     !streamed,
                     "the answering thread wrote a streamed answer, or did not write one"
                 );
