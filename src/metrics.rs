@@ -67,7 +67,10 @@ counters! {
     /// Waiting requests answered 503 because no answer came in time: by
     /// `cache-wait-timeout`, or by the end of the shutdown drain.
     waits_timed_out: Counter,
-    /// Waiting requests whose client hung up before the answer came.
+    /// Waiting requests whose client was seen to hang up before the answer
+    /// came. The parker watches a waiter once it has waited a second: one
+    /// that leaves sooner and whose answer comes first is a response not
+    /// sent instead.
     waiters_left: Counter,
     /// Accept calls that failed (EMFILE and the like).
     accept_errors: Counter,

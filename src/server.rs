@@ -799,10 +799,7 @@ impl Resumer {
 fn resume(shared: &Arc<Shared>, token: Token) {
     if let Some(c) = shared.parker.unpark(token) {
         Metrics::dec(&shared.metrics.connections_parked);
-        if shared.slots.per_cpu() == 1
-            && !shared.slots.held_here()
-            && !crate::priority::behind_here()
-        {
+        if shared.slots.one_cpu() && !shared.slots.held_here() && !crate::priority::behind_here() {
             if crate::gather::deferring() {
                 answer_at_end_of_run(shared, c);
                 return;
@@ -826,8 +823,9 @@ thread_local! {
 /// answering many at once, for it to write itself when its run ends
 /// ([`answer_gathered`]), or when the run has deferred for too long.
 ///
-/// Only where the pool has one slot (a process on one CPU, or with one
-/// worker): a worker there would only take turns with this thread, and
+/// Only where the pool runs on one CPU (a process pinned to one, or in a
+/// container with one CPU's quota): a worker there would only take turns
+/// with this thread, and
 /// each hand-over to it costs a queue and the worker's bookkeeping before
 /// its write, so the last answer of a thousand went out 12ms after the
 /// upstream's instead of under 10 (BENCHMARKS.md). With more slots,
@@ -860,6 +858,9 @@ fn answer_gathered(shared: &Arc<Shared>) {
         let (own, others): (Vec<_>, Vec<_>) = mine.into_iter().partition(|(k, _)| *k == key);
         TO_ANSWER.with(|t| t.borrow_mut().extend(others));
         mine = own;
+        if mine.is_empty() {
+            return;
+        }
     }
     let mut spent = conn::Spent::default();
     for (_, c) in &mut mine {

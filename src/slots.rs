@@ -163,6 +163,13 @@ impl Slots {
         self.cpus as usize
     }
 
+    /// Whether the pool runs on one CPU: one slot, and no more CPUs than
+    /// slots (with one worker on several CPUs, a thread without a slot has
+    /// a CPU of its own).
+    pub fn one_cpu(&self) -> bool {
+        self.cpus == 1 && self.spare == 1
+    }
+
     /// Whether every slot is held: the only state in which the queue can
     /// stall.
     pub fn all_held(&self) -> bool {
@@ -173,6 +180,16 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_cpu_is_one_slot_on_one_cpu() {
+        assert!(Slots::new(1, 8).one_cpu());
+        assert!(
+            !Slots::new(8, 1).one_cpu(),
+            "one worker, the other CPUs free"
+        );
+        assert!(!Slots::new(2, 8).one_cpu());
+    }
 
     #[test]
     fn one_slot_per_cpu() {
