@@ -825,12 +825,11 @@ thread_local! {
 ///
 /// Only where the pool runs on one CPU (a process pinned to one, or in a
 /// container with one CPU's quota): a worker there would only take turns
-/// with this thread, and
-/// each hand-over to it costs a queue and the worker's bookkeeping before
-/// its write, so the last answer of a thousand went out 12ms after the
-/// upstream's instead of under 10 (BENCHMARKS.md). With more slots,
-/// workers on the other CPUs write the answers while this thread hands
-/// them over. Not on a thread running behind the workers (a compute lane
+/// with this thread, and each hand-over to it costs a queue and the
+/// worker's bookkeeping before its write, so the last answer of a
+/// thousand went out 12ms after the upstream's instead of under 10
+/// (BENCHMARKS.md). With more CPUs, workers on the others write the
+/// answers while this thread hands them over. Not on a thread running behind the workers (a compute lane
 /// at `low` or `idle`), which any busy thread may hold off the CPU with
 /// the answers unwritten; nor on a worker that holds the slot (a handler
 /// that completed a fill itself), whose own client comes first.
