@@ -58,7 +58,10 @@ impl Priority {
     /// be lowered already, and must not be lowered twice. A thread already
     /// lower stays where it is (raising it back needs privilege).
     pub(crate) fn apply_from(self, base: i32) -> io::Result<()> {
-        BEHIND.with(|b| b.set(self != Priority::Normal));
+        // A `Normal` thread started by a lowered one keeps that one's nice
+        // value, which it cannot raise back: behind all the same.
+        let behind = self != Priority::Normal || nice_now() > base;
+        BEHIND.with(|b| b.set(behind));
         match self {
             Priority::Normal => Ok(()),
             Priority::Low => os::nice_at_least(base.saturating_add(10)),
@@ -244,6 +247,38 @@ mod tests {
             (os::nice().expect("nice"), os::policy())
         });
         assert_eq!(inside, before);
+    }
+
+    #[test]
+    fn a_thread_is_behind_once_lowered_even_when_asked_for_normal() {
+        let base = nice_now();
+        assert!(
+            !behind_here(),
+            "a test thread runs at the workers' priority"
+        );
+        let (low, normal_child) = std::thread::spawn(move || {
+            Priority::Low
+                .apply_from(base)
+                .expect("lowering needs no privilege");
+            // A thread started here inherits nice +10.
+            let child = std::thread::spawn(move || {
+                Priority::Normal.apply_from(base).expect("normal");
+                behind_here()
+            });
+            (behind_here(), child.join().expect("child"))
+        })
+        .join()
+        .expect("thread");
+        assert!(low);
+        // Under `nice -n 19` there is nothing lower to inherit.
+        assert!(normal_child || base >= 19, "nice +10 inherited is behind");
+        let normal = std::thread::spawn(move || {
+            Priority::Normal.apply_from(base).expect("normal");
+            behind_here()
+        })
+        .join()
+        .expect("thread");
+        assert!(!normal);
     }
 
     #[test]
