@@ -22,9 +22,10 @@
 //! subscriber that blocks) does not hold the first answers back. A
 //! subscriber that blocks still holds back the answers handed over before
 //! it until the next hand-off, as it always held back those after it.
-//! Every other thread hands off as always. A `SCHED_IDLE` thread (the compute lane's default) does
-//! not gather: any busy thread on the machine may hold it off the CPU in
-//! the middle of its answers, which must not wait for it. A worker woken
+//! Every other thread hands off as always. A `SCHED_IDLE` thread (the
+//! compute lane's default) does not gather: any busy thread on the machine
+//! may hold it off the CPU in the middle of its answers, which must not
+//! wait for it. A worker woken
 //! by its first hand-off preempts it at once anyway.
 
 use std::cell::RefCell;
@@ -75,7 +76,10 @@ pub(crate) fn active() -> bool {
 /// run: it is in one, and asked this first less than [`MAX_DEFER`] ago.
 pub(crate) fn deferring() -> bool {
     RUN.with(|r| match &mut *r.borrow_mut() {
-        Some(run) => run.started.get_or_insert_with(Instant::now).elapsed() < MAX_DEFER,
+        Some(run) => {
+            let now = Instant::now();
+            now.duration_since(*run.started.get_or_insert(now)) < MAX_DEFER
+        }
         None => false,
     })
 }

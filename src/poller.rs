@@ -339,13 +339,14 @@ impl<T: Parkable> Parker<T> {
             return Err((item, io::Error::other("shutting down")));
         }
         let fd = item.as_raw_fd();
-        let now = Instant::now();
         // An item whose deadline comes first is never watched: the
         // deadline ends its wait before the watch would begin.
         let arm_at = match watch {
-            Watch::HangUp if !self.hang_up_after.is_zero() => {
-                Some(now.checked_add(self.hang_up_after).unwrap_or(deadline))
-            }
+            Watch::HangUp if !self.hang_up_after.is_zero() => Some(
+                Instant::now()
+                    .checked_add(self.hang_up_after)
+                    .unwrap_or(deadline),
+            ),
             _ => None,
         };
         let mut table = self.lock();

@@ -594,9 +594,7 @@ fn ctx_with<'a>(
 /// Hands a connection to the pool: queues it, and starts a worker on the
 /// queue if a CPU has none.
 fn submit(shared: &Arc<Shared>, c: Client) {
-    Metrics::inc(&shared.metrics.connections_queued);
-    shared.health.job_queued();
-    crate::unwind::lock(&shared.queue).push_back(c);
+    enqueue(shared, [c]);
     if crate::gather::deferring() && !shared.slots.held_here() {
         // This thread is answering many waiting requests at once, on a CPU
         // it keeps busy without a slot: a worker started there would only
@@ -611,6 +609,16 @@ fn submit(shared: &Arc<Shared>, c: Client) {
         return;
     }
     start_if_free(shared);
+}
+
+/// Queues `clients`, counted, in order, for whichever worker comes next.
+fn enqueue(shared: &Shared, clients: impl IntoIterator<Item = Client>) {
+    let mut queue = crate::unwind::lock(&shared.queue);
+    for c in clients {
+        Metrics::inc(&shared.metrics.connections_queued);
+        shared.health.job_queued();
+        queue.push_back(c);
+    }
 }
 
 /// Starts a worker on the queue if connections wait and a CPU has none.
@@ -829,27 +837,24 @@ thread_local! {
 /// worker's bookkeeping before its write, so the last answer of a
 /// thousand went out 12ms after the upstream's instead of under 10
 /// (BENCHMARKS.md). With more CPUs, workers on the others write the
-/// answers while this thread hands them over. Not on a thread running behind the workers (a compute lane
-/// at `low` or `idle`), which any busy thread may hold off the CPU with
-/// the answers unwritten; nor on a worker that holds the slot (a handler
-/// that completed a fill itself), whose own client comes first.
+/// answers while this thread hands them over. Not on a thread running
+/// behind the workers (a compute lane at `low` or `idle`), which any busy
+/// thread may hold off the CPU with the answers unwritten; nor on a worker
+/// that holds the slot (a handler that completed a fill itself), whose own
+/// client comes first. Called only while the thread's run defers.
 fn answer_at_end_of_run(shared: &Arc<Shared>, c: Client) {
     let key = Arc::as_ptr(shared) as usize;
     TO_ANSWER.with(|t| t.borrow_mut().push((key, c)));
     let s = shared.clone();
     // Keyed apart from the queue's kick, which is the pointer itself.
-    if !crate::gather::defer(key + 1, move || answer_gathered(&s)) {
-        answer_gathered(shared);
-    }
+    let deferred = crate::gather::defer(key + 1, move || answer_gathered(&s));
+    debug_assert!(deferred, "kept outside a run");
 }
 
 /// Writes the answers left by [`answer_at_end_of_run`], back to back and
 /// without waiting for room, then queues their connections for their next
 /// requests (and a worker for what the sockets did not take at once).
 fn answer_gathered(shared: &Arc<Shared>) {
-    if TO_ANSWER.with(|t| t.borrow().is_empty()) {
-        return;
-    }
     let key = Arc::as_ptr(shared) as usize;
     let mut mine = TO_ANSWER.with(|t| std::mem::take(&mut *t.borrow_mut()));
     // Usually all of them: one server is all a process runs.
@@ -857,9 +862,9 @@ fn answer_gathered(shared: &Arc<Shared>) {
         let (own, others): (Vec<_>, Vec<_>) = mine.into_iter().partition(|(k, _)| *k == key);
         TO_ANSWER.with(|t| t.borrow_mut().extend(others));
         mine = own;
-        if mine.is_empty() {
-            return;
-        }
+    }
+    if mine.is_empty() {
+        return;
     }
     let mut spent = conn::Spent::default();
     for (_, c) in &mut mine {
@@ -872,11 +877,7 @@ fn answer_gathered(shared: &Arc<Shared>) {
     // Counted once answered, so that a panic above leaves no count behind
     // for connections never queued (the health check would take them for
     // a stalled queue).
-    for _ in &mine {
-        Metrics::inc(&shared.metrics.connections_queued);
-        shared.health.job_queued();
-    }
-    crate::unwind::lock(&shared.queue).extend(mine.into_iter().map(|(_, c)| c));
+    enqueue(shared, mine.into_iter().map(|(_, c)| c));
     start_if_free(shared);
     drop(spent);
 }

@@ -341,7 +341,10 @@ pub(super) fn answer_now<T: Transport, C: Clock>(
             BodyFraming::None => &[][..],
             _ => resp.body().as_slice().unwrap_or_default(),
         };
-        let written = write_now(&mut c.io, &mut [IoSlice::new(head), IoSlice::new(bytes)]);
+        let written = write_now(
+            &mut c.io,
+            &mut &mut [IoSlice::new(head), IoSlice::new(bytes)][..],
+        );
         let rest = match written {
             Ok(n) if n < head.len() + bytes.len() => Some((
                 head.get(n..).unwrap_or_default().to_vec(),
@@ -400,15 +403,16 @@ pub(super) fn finish_early<T: Transport, C: Clock>(
 
 /// Writes what the socket takes now of `bufs`, without waiting for room:
 /// how many bytes that was.
-fn write_now<T: Transport>(io: &mut T, mut bufs: &mut [IoSlice<'_>]) -> io::Result<usize> {
-    IoSlice::advance_slices(&mut bufs, 0);
+/// `bufs` is advanced past them.
+fn write_now<T: Transport>(io: &mut T, bufs: &mut &mut [IoSlice<'_>]) -> io::Result<usize> {
+    IoSlice::advance_slices(bufs, 0);
     let mut total = 0;
     while !bufs.is_empty() {
         match io.write_vectored(bufs) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 total += n;
-                IoSlice::advance_slices(&mut bufs, n);
+                IoSlice::advance_slices(bufs, n);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -509,29 +513,23 @@ pub fn write_all<T: Transport, C: Clock>(
     timeout: Duration,
 ) -> io::Result<()> {
     let clock = ctx.clock;
-    IoSlice::advance_slices(&mut bufs, 0);
     let mut deadline = clock.now() + timeout;
-    while !bufs.is_empty() {
-        match io.write_vectored(bufs) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                IoSlice::advance_slices(&mut bufs, n);
-                deadline = clock.now() + timeout;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let now = clock.now();
-                if now >= deadline {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-                (ctx.before_wait)();
-                let writable = io.wait(Interest::Write, deadline - now)?;
-                if !writable && clock.now() >= deadline {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-            }
-            Err(e) => return Err(e),
+    loop {
+        if write_now(io, &mut bufs)? > 0 {
+            deadline = clock.now() + timeout;
+        }
+        if bufs.is_empty() {
+            return Ok(());
+        }
+        // The socket is full.
+        let now = clock.now();
+        if now >= deadline {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        (ctx.before_wait)();
+        let writable = io.wait(Interest::Write, deadline - now)?;
+        if !writable && clock.now() >= deadline {
+            return Err(io::ErrorKind::TimedOut.into());
         }
     }
-    Ok(())
 }
